@@ -1,0 +1,90 @@
+//! Speech recognition behind a small synchronous trait, so that the engine can change
+//! without the service noticing. Engines run on worker threads (see `inference`), never
+//! on the async runtime.
+
+mod whisper;
+mod words;
+
+pub use whisper::WhisperEngine;
+
+use serde::Serialize;
+
+/// How one piece of audio should be decoded.
+#[derive(Debug, Clone, Default)]
+pub struct DecodeOptions {
+    /// Language code to force; `None` detects it.
+    pub language: Option<String>,
+    /// Text that preceded this audio (conditions the decoder); `None` for none.
+    pub prompt: Option<String>,
+}
+
+/// A word with its time span (seconds from the start of the audio given).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Word {
+    pub word: String,
+    pub start: f64,
+    pub end: f64,
+    pub probability: f32,
+}
+
+/// A run of recognised text (seconds from the start of the audio given).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Segment {
+    pub text: String,
+    pub start: f64,
+    pub end: f64,
+    /// Mean probability of the segment's text tokens.
+    pub confidence: f32,
+    /// The model's probability that the window held no speech.
+    #[serde(skip)]
+    pub no_speech_probability: f32,
+    /// Mean log-probability of the text tokens (Whisper's `avg_logprob`).
+    #[serde(skip)]
+    pub avg_logprob: f32,
+    pub words: Vec<Word>,
+}
+
+/// The engine's answer for one piece of audio.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transcript {
+    pub segments: Vec<Segment>,
+    /// Language used (forced or detected).
+    pub language: Option<String>,
+}
+
+/// What the service reports about the loaded model.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    /// Configured name (`base`, `tiny.en`) or file name.
+    pub name: String,
+    /// Path of the model file.
+    pub path: String,
+    /// File size in bytes.
+    pub size_bytes: u64,
+    /// Engine and version, e.g. `whisper.cpp 1.8.3`.
+    pub engine: String,
+    /// Whether the model handles languages other than English.
+    pub multilingual: bool,
+}
+
+/// Engine failures (all are server-side problems, never the client's).
+#[derive(Debug, thiserror::Error)]
+pub enum AsrError {
+    #[error("loading the model: {0}")]
+    Load(String),
+    #[error("inference failed: {0}")]
+    Inference(String),
+}
+
+/// A speech recogniser that many threads may call at once.
+pub trait Transcriber: Send + Sync {
+    /// Transcribes 16 kHz mono samples.
+    fn transcribe(&self, samples: &[f32], options: &DecodeOptions) -> Result<Transcript, AsrError>;
+    /// What was loaded.
+    fn info(&self) -> &ModelInfo;
+}
+
+/// Whether `code` is a language Whisper knows (`en`, `de`, …).
+pub fn is_known_language(code: &str) -> bool {
+    whisper_rs::get_lang_id(code).is_some()
+}

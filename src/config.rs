@@ -1,0 +1,251 @@
+//! Service configuration, read once from environment variables (Azure app settings arrive
+//! that way) into one typed, validated value that is passed down.
+//!
+//! Two stages, as ripgrep does it: `Config::from_env` reads and validates plain values
+//! without touching the disk; `Config::resolve_model` does the fallible lookup of the
+//! model file.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+/// Everything the service can be told, with its defaults documented in the README.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen: `127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT` under the Functions host,
+    /// otherwise `0.0.0.0:$PORT` (default 7071).
+    pub listen: SocketAddr,
+    /// Whether the Functions host started us (it sets `FUNCTIONS_CUSTOMHANDLER_PORT`).
+    pub under_functions_host: bool,
+    /// `PREPIS_MODEL`: a model name (`base`, `tiny.en`) or a path to a ggml file.
+    pub model: String,
+    /// `PREPIS_MODEL_DIR`: where `make model` puts converted models.
+    pub model_dir: PathBuf,
+    /// `PREPIS_THREADS`: CPU threads used by one inference.
+    pub threads_per_inference: usize,
+    /// `PREPIS_WORKERS`: inferences that run at the same time.
+    pub workers: usize,
+    /// `PREPIS_QUEUE`: admitted requests that may wait for a worker; beyond, 429.
+    pub queue: usize,
+    /// `PREPIS_MAX_BODY_BYTES`: largest request body accepted (413 beyond).
+    pub max_body_bytes: usize,
+    /// `PREPIS_MAX_AUDIO_SECONDS`: longest audio accepted in one request (413 beyond).
+    pub max_audio_seconds: f64,
+    /// `PREPIS_LANGUAGE`: language used when a request names none; `auto` detects it.
+    pub default_language: Option<String>,
+    /// `PREPIS_MIN_WINDOW_SECONDS`: the smallest encoder window; shorter audio is encoded
+    /// in a window of this size instead of Whisper's fixed 30 s (30 turns sizing off).
+    pub min_window_seconds: f64,
+    /// `PREPIS_LOG`: tracing filter (`info`, `debug`, `prepis=debug,warp=info`, …).
+    pub log_filter: String,
+}
+
+/// A setting that could not be used, with the variable's name.
+#[derive(Debug, thiserror::Error)]
+#[error("{name}={value:?}: {reason}")]
+pub struct ConfigError {
+    name: &'static str,
+    value: String,
+    reason: String,
+}
+
+/// The model names `make model` knows how to fetch.
+pub const KNOWN_MODELS: &[&str] = &["base", "tiny.en"];
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup` (the environment, or a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let functions_port = get("FUNCTIONS_CUSTOMHANDLER_PORT")
+            .map(|v| ("FUNCTIONS_CUSTOMHANDLER_PORT", v))
+            .or_else(|| get("FUNCTIONS_HTTPWORKER_PORT").map(|v| ("FUNCTIONS_HTTPWORKER_PORT", v)));
+        let (listen, under_functions_host) = match functions_port {
+            Some((name, value)) => {
+                let port = parse(name, &value)?;
+                (SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port), true)
+            }
+            None => {
+                let port = match get("PORT") {
+                    Some(v) => parse("PORT", &v)?,
+                    None => 7071,
+                };
+                (SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port), false)
+            }
+        };
+
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads_per_inference: usize = number(&get, "PREPIS_THREADS", 1)?;
+        let workers: usize = number(&get, "PREPIS_WORKERS", (cores / threads_per_inference.max(1)).max(1))?;
+        let queue: usize = number(&get, "PREPIS_QUEUE", workers * 2)?;
+        let max_body_bytes: usize = number(&get, "PREPIS_MAX_BODY_BYTES", 25 * 1024 * 1024)?;
+        let max_audio_seconds: f64 = number(&get, "PREPIS_MAX_AUDIO_SECONDS", 300.0)?;
+        let min_window_seconds: f64 = number(&get, "PREPIS_MIN_WINDOW_SECONDS", 10.0)?;
+
+        let positive = |name: &'static str, value: usize| {
+            if value == 0 {
+                Err(ConfigError {
+                    name,
+                    value: "0".into(),
+                    reason: "must be at least 1".into(),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        positive("PREPIS_THREADS", threads_per_inference)?;
+        positive("PREPIS_WORKERS", workers)?;
+        positive("PREPIS_MAX_BODY_BYTES", max_body_bytes)?;
+        if !(max_audio_seconds.is_finite() && max_audio_seconds > 0.0) {
+            return Err(ConfigError {
+                name: "PREPIS_MAX_AUDIO_SECONDS",
+                value: max_audio_seconds.to_string(),
+                reason: "must be a positive number of seconds".into(),
+            });
+        }
+        if !(1.0..=30.0).contains(&min_window_seconds) {
+            return Err(ConfigError {
+                name: "PREPIS_MIN_WINDOW_SECONDS",
+                value: min_window_seconds.to_string(),
+                reason: "must be between 1 and 30".into(),
+            });
+        }
+
+        let default_language = match get("PREPIS_LANGUAGE") {
+            None => None,
+            Some(v) if v == "auto" => None,
+            Some(v) => {
+                let lang = v.to_ascii_lowercase();
+                if !crate::asr::is_known_language(&lang) {
+                    return Err(ConfigError {
+                        name: "PREPIS_LANGUAGE",
+                        value: v,
+                        reason: "not a Whisper language code (e.g. en, de, fr) or auto".into(),
+                    });
+                }
+                Some(lang)
+            }
+        };
+
+        let model_dir = get("PREPIS_MODEL_DIR").map(PathBuf::from).unwrap_or_else(|| {
+            let cache = get("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| get("HOME").map(|h| PathBuf::from(h).join(".cache")))
+                .unwrap_or_else(|| PathBuf::from(".cache"));
+            cache.join("prepis").join("models")
+        });
+
+        Ok(Config {
+            listen,
+            under_functions_host,
+            model: get("PREPIS_MODEL").unwrap_or_else(|| "base".to_string()),
+            model_dir,
+            threads_per_inference,
+            workers,
+            queue,
+            max_body_bytes,
+            max_audio_seconds,
+            default_language,
+            min_window_seconds,
+            log_filter: get("PREPIS_LOG").unwrap_or_else(|| "info".to_string()),
+        })
+    }
+
+    /// Finds the ggml file for `model`: an existing path as given, else
+    /// `ggml-<name>.bin` beside the executable (`models/`, the Functions app layout),
+    /// then in `model_dir`.
+    pub fn resolve_model(&self) -> Result<PathBuf, String> {
+        let given = PathBuf::from(&self.model);
+        if given.is_file() {
+            return Ok(given);
+        }
+        let file = format!("ggml-{}.bin", self.model);
+        let mut candidates = Vec::new();
+        if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(PathBuf::from)) {
+            candidates.push(dir.join("models").join(&file));
+        }
+        candidates.push(self.model_dir.join(&file));
+        candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| {
+            let hint = if KNOWN_MODELS.contains(&self.model.as_str()) {
+                format!("run `make model MODEL={}`", self.model)
+            } else {
+                "set PREPIS_MODEL to a ggml model file".to_string()
+            };
+            format!(
+                "model {:?} not found (looked for {file} beside the handler and in {}): {hint}",
+                self.model,
+                self.model_dir.display()
+            )
+        })
+    }
+}
+
+fn parse<T: std::str::FromStr>(name: &'static str, value: &str) -> Result<T, ConfigError> {
+    value.trim().parse().map_err(|_| ConfigError {
+        name,
+        value: value.to_string(),
+        reason: "not a valid number".into(),
+    })
+}
+
+fn number<T: std::str::FromStr>(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: T,
+) -> Result<T, ConfigError> {
+    match get(name) {
+        Some(v) => parse(name, &v),
+        None => Ok(default),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn standalone_listens_on_all_interfaces_at_port() {
+        let c = config(&[("PORT", "8123")]).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:8123".parse().unwrap());
+        assert!(!c.under_functions_host);
+        assert_eq!(config(&[]).unwrap().listen.port(), 7071);
+    }
+
+    #[test]
+    fn functions_host_port_wins_and_binds_loopback() {
+        let c = config(&[("PORT", "8123"), ("FUNCTIONS_CUSTOMHANDLER_PORT", "40001")]).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:40001".parse().unwrap());
+        assert!(c.under_functions_host);
+        let legacy = config(&[("FUNCTIONS_HTTPWORKER_PORT", "40002")]).unwrap();
+        assert_eq!(legacy.listen.port(), 40002);
+    }
+
+    #[test]
+    fn rejects_bad_values_naming_the_variable() {
+        let err = config(&[("PREPIS_THREADS", "zero")]).unwrap_err();
+        assert!(err.to_string().contains("PREPIS_THREADS"));
+        assert!(config(&[("PREPIS_WORKERS", "0")]).is_err());
+        assert!(config(&[("PREPIS_LANGUAGE", "klingon")]).is_err());
+        assert!(config(&[("PREPIS_MAX_AUDIO_SECONDS", "NaN")]).is_err());
+        assert!(config(&[("PORT", "70000")]).is_err());
+    }
+
+    #[test]
+    fn language_auto_means_detect() {
+        assert_eq!(config(&[("PREPIS_LANGUAGE", "auto")]).unwrap().default_language, None);
+        assert_eq!(
+            config(&[("PREPIS_LANGUAGE", "DE")]).unwrap().default_language.as_deref(),
+            Some("de")
+        );
+    }
+}

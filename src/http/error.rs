@@ -1,0 +1,139 @@
+//! The one place where failures become HTTP: a safe `{code, message}` for the client,
+//! the status from a small table, and `Retry-After` where waiting helps.
+
+use serde::Serialize;
+use warp::http::StatusCode;
+
+use crate::asr::AsrError;
+use crate::audio::AudioError;
+use crate::inference::InferenceError;
+
+/// An error as the client sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// Stable machine-readable code (`empty_body`, `unsupported_format`, …).
+    pub code: &'static str,
+    /// What happened and what to do, in plain words.
+    pub message: String,
+    /// Seconds the client should wait before retrying, when retrying helps.
+    pub retry_after: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    error: Body<'a>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into(), retry_after: None }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    fn retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    /// A request body over the configured limit.
+    pub fn body_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is larger than the {limit} bytes allowed (PREPIS_MAX_BODY_BYTES); send shorter chunks"),
+        )
+    }
+
+    /// The JSON body `{"error": {"code", "message"}}`.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&Envelope { error: Body { code: self.code, message: &self.message } })
+            .unwrap_or_else(|_| r#"{"error":{"code":"internal","message":"error"}}"#.to_string())
+    }
+}
+
+impl From<AudioError> for ApiError {
+    fn from(e: AudioError) -> Self {
+        let message = e.to_string();
+        match e {
+            AudioError::Empty => Self::bad_request("empty_body", message),
+            AudioError::UnsupportedContainer(_) => {
+                Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_format", message)
+            }
+            AudioError::NotAudio(_) => Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_audio", message),
+            AudioError::Undecodable(_) => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "undecodable_audio", message)
+            }
+            AudioError::TooLong { .. } => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "audio_too_long", message),
+        }
+    }
+}
+
+impl From<InferenceError> for ApiError {
+    fn from(e: InferenceError) -> Self {
+        let message = e.to_string();
+        match e {
+            InferenceError::NotReady => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "model_loading", message).retry_after(2)
+            }
+            InferenceError::Unavailable(_) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "model_unavailable", message).retry_after(60)
+            }
+            InferenceError::Overloaded => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", message).retry_after(1)
+            }
+            InferenceError::WorkerFailed => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "inference_failed", message)
+            }
+        }
+    }
+}
+
+impl From<AsrError> for ApiError {
+    fn from(_: AsrError) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "inference_failed",
+            "speech recognition failed on this audio; the error is logged",
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_the_table() {
+        let cases: Vec<(ApiError, u16, Option<u32>)> = vec![
+            (AudioError::Empty.into(), 400, None),
+            (AudioError::UnsupportedContainer("Ogg").into(), 415, None),
+            (AudioError::NotAudio("x".into()).into(), 415, None),
+            (AudioError::Undecodable("x".into()).into(), 422, None),
+            (AudioError::TooLong { limit: 1.0 }.into(), 413, None),
+            (InferenceError::NotReady.into(), 503, Some(2)),
+            (InferenceError::Overloaded.into(), 429, Some(1)),
+            (ApiError::body_too_large(10), 413, None),
+        ];
+        for (error, status, retry) in cases {
+            assert_eq!(error.status.as_u16(), status, "{error:?}");
+            assert_eq!(error.retry_after, retry, "{error:?}");
+        }
+    }
+
+    #[test]
+    fn json_shape_is_code_and_message() {
+        let v: serde_json::Value = serde_json::from_str(&ApiError::bad_request("x", "say \"hi\"").to_json()).unwrap();
+        assert_eq!(v["error"]["code"], "x");
+        assert_eq!(v["error"]["message"], "say \"hi\"");
+    }
+}

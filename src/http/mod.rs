@@ -1,0 +1,200 @@
+//! HTTP: the Functions host's two request modes, routing, and rendering. Knows nothing
+//! about Whisper: it parses requests, hands the work to `transcribe`, renders the answer.
+//!
+//! | path | mode |
+//! |---|---|
+//! | `GET /` | host readiness probe, answered at once even while the model loads |
+//! | `GET /api/status`, `GET /status` | status JSON |
+//! | `POST /status` | payload mode: status JSON in the reply envelope |
+//! | `POST /api/transcribe` | forwarded HTTP (or container): the request itself |
+//! | `POST /transcribe` | payload mode envelope (or, if the body is no envelope, as above) |
+
+mod error;
+mod payload;
+mod request;
+mod status;
+mod transcribe;
+
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use warp::filters::path::FullPath;
+use warp::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use warp::reply::Response;
+use warp::Filter;
+
+pub use error::ApiError;
+pub use request::{QueryOptions, TranscribeRequest, AUDIO_FIELD};
+
+use crate::config::Config;
+use crate::inference::Inference;
+use crate::metrics::Metrics;
+
+/// Everything a request handler needs, shared by all requests.
+pub struct App {
+    /// Validated configuration.
+    pub config: Config,
+    /// The model and its worker pool.
+    pub inference: Arc<Inference>,
+    /// Counters for `/api/status`.
+    pub metrics: Metrics,
+}
+
+/// The metadata of one incoming request that handlers use.
+struct Incoming {
+    method: Method,
+    path: String,
+    query: String,
+    content_type: Option<String>,
+    content_length: Option<usize>,
+    /// `X-Azure-Functions-InvocationId`, carried into every log line of the request.
+    invocation_id: Option<String>,
+}
+
+/// The whole route tree: one filter that extracts, one function that dispatches.
+pub fn routes(app: Arc<App>) -> warp::filters::BoxedFilter<(Response,)> {
+    let query = warp::query::raw().or(warp::any().map(String::new)).unify();
+    warp::method()
+        .and(warp::path::full())
+        .and(query)
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .then(move |method: Method, path: FullPath, query: String, headers: HeaderMap, body| {
+            let app = Arc::clone(&app);
+            async move {
+                let text = |name: header::HeaderName| {
+                    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+                };
+                let incoming = Incoming {
+                    method,
+                    path: path.as_str().to_string(),
+                    query,
+                    content_type: text(header::CONTENT_TYPE),
+                    content_length: text(header::CONTENT_LENGTH).and_then(|v| v.parse().ok()),
+                    invocation_id: headers
+                        .get("x-azure-functions-invocationid")
+                        .and_then(|v| v.to_str().ok())
+                        .map(|v| v.chars().filter(|c| c.is_ascii_graphic()).take(64).collect()),
+                };
+                dispatch(&app, incoming, body).await
+            }
+        })
+        .boxed()
+}
+
+async fn dispatch<S, B>(app: &App, incoming: Incoming, body: S) -> Response
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send,
+    B: Buf,
+{
+    let path = incoming.path.trim_end_matches('/');
+    match (&incoming.method, path) {
+        (&Method::GET | &Method::HEAD, "") => json_response(StatusCode::OK, &status::probe(app), &[]),
+        (&Method::GET | &Method::HEAD, "/api/status" | "/status") => {
+            json_response(StatusCode::OK, &status::report(app).to_string(), &[])
+        }
+        (&Method::POST, "/status") => {
+            let body = status::report(app).to_string();
+            envelope_response(StatusCode::OK, &body, &[], &[])
+        }
+        (&Method::POST, "/api/transcribe" | "/transcribe") => {
+            let limit = envelope_limit(app.config.max_body_bytes);
+            let body = match read_body(body, incoming.content_length, limit).await {
+                Ok(b) => b,
+                Err(e) => {
+                    app.metrics.record_failure();
+                    return error_response(&e, path == "/transcribe");
+                }
+            };
+            if path == "/transcribe" && payload::is_envelope(&body) {
+                transcribe::payload_mode(app, &incoming, &body).await
+            } else {
+                transcribe::forwarded(app, &incoming, body).await
+            }
+        }
+        (_, "/api/transcribe" | "/transcribe" | "/api/status" | "/status") => {
+            let e = ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{} is not allowed here", incoming.method),
+            );
+            error_response(&e, false)
+        }
+        _ => {
+            let e = ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint: use POST /api/transcribe or GET /api/status",
+            );
+            error_response(&e, false)
+        }
+    }
+}
+
+/// Payload-mode envelopes carry base64, a third larger than the audio.
+fn envelope_limit(max_body_bytes: usize) -> usize {
+    max_body_bytes.saturating_add(max_body_bytes / 3).saturating_add(64 * 1024)
+}
+
+/// Reads the whole body, refusing it as soon as it passes `limit` bytes.
+async fn read_body<S, B>(body: S, declared: Option<usize>, limit: usize) -> Result<Bytes, ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send,
+    B: Buf,
+{
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::body_too_large(limit));
+    }
+    let mut buffer = BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
+    let mut body = std::pin::pin!(body);
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk.map_err(|_| {
+            ApiError::bad_request("body_read_failed", "the request body ended before it was complete")
+        })?;
+        if buffer.len() + chunk.remaining() > limit {
+            return Err(ApiError::body_too_large(limit));
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            let n = part.len();
+            buffer.extend_from_slice(part);
+            chunk.advance(n);
+        }
+    }
+    Ok(buffer.freeze())
+}
+
+/// An error as a forwarded response, or inside a reply envelope in payload mode.
+fn error_response(e: &ApiError, payload_mode: bool) -> Response {
+    let headers: Vec<(&str, String)> = e.retry_after.map(|s| ("Retry-After", s.to_string())).into_iter().collect();
+    if payload_mode {
+        envelope_response(e.status, &e.to_json(), &headers, &[])
+    } else {
+        json_response(e.status, &e.to_json(), &headers)
+    }
+}
+
+fn json_response(status: StatusCode, body: &str, headers: &[(&str, String)]) -> Response {
+    let mut response = Response::new(body.to_string().into());
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    for (name, value) in headers {
+        if let (Ok(name), Ok(value)) = (header::HeaderName::try_from(*name), HeaderValue::from_str(value)) {
+            h.insert(name, value);
+        }
+    }
+    response
+}
+
+/// Payload mode always answers 200 to the host; the real status is inside.
+fn envelope_response(status: StatusCode, body: &str, headers: &[(&str, String)], logs: &[String]) -> Response {
+    json_response(StatusCode::OK, &payload::reply(status, body, headers, logs), &[])
+}
+
+/// Seconds and milliseconds in responses are rounded to 1/1000.
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}

@@ -1,0 +1,232 @@
+//! The three shapes of a transcription request, reduced to one `TranscribeRequest`:
+//! `multipart/form-data` (field `audio_file`), a raw audio body, and
+//! `application/json` `{"audio": "<base64>", …}`. Scalar options may also come as
+//! query parameters; a body field wins over the query.
+
+use base64::Engine as _;
+use bytes::Bytes;
+use futures_util::stream;
+use serde::Deserialize;
+
+use super::error::ApiError;
+
+/// The multipart field that carries the audio (what the original browser client sends).
+pub const AUDIO_FIELD: &str = "audio_file";
+
+/// One parsed transcription request.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TranscribeRequest {
+    /// The audio bytes as sent.
+    pub audio: Bytes,
+    /// The media type the client gave the audio (part type, body type or `format`).
+    pub audio_type: Option<String>,
+    /// Requested language (`auto` or absent: detect).
+    pub language: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonRequest {
+    audio: String,
+    #[serde(default)]
+    language: Option<String>,
+    #[serde(default)]
+    format: Option<String>,
+}
+
+/// Options that may come from the query string.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct QueryOptions {
+    pub language: Option<String>,
+    pub format: Option<String>,
+}
+
+impl QueryOptions {
+    /// Reads the recognised parameters of a raw query string; others are ignored
+    /// (the Functions host adds `code=` for keys).
+    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw)
+            .map_err(|_| ApiError::bad_request("invalid_query", "the query string is not valid URL encoding"))?;
+        Ok(Self::from_pairs(pairs))
+    }
+
+    /// Reads the recognised parameters from name/value pairs.
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
+        let mut options = QueryOptions::default();
+        for (name, value) in pairs {
+            match name.as_str() {
+                "language" => options.language = Some(value),
+                "format" => options.format = Some(value),
+                _ => {}
+            }
+        }
+        options
+    }
+}
+
+/// Parses a request body according to its content type.
+pub async fn parse_transcribe(
+    content_type: Option<&str>,
+    query: &QueryOptions,
+    body: Bytes,
+) -> Result<TranscribeRequest, ApiError> {
+    let essence = content_type
+        .map(|t| t.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let mut request = match essence.as_str() {
+        "multipart/form-data" => parse_multipart(content_type.unwrap_or_default(), body).await?,
+        "application/json" => parse_json(&body)?,
+        _ => TranscribeRequest {
+            audio: body,
+            audio_type: content_type.map(str::to_string),
+            language: None,
+        },
+    };
+    if request.language.is_none() {
+        request.language = query.language.clone();
+    }
+    if let Some(format) = &query.format {
+        if essence != "application/json" || request.audio_type.is_none() {
+            request.audio_type = Some(format.clone());
+        }
+    }
+    if request.audio.is_empty() {
+        return Err(ApiError::bad_request(
+            "empty_body",
+            "the request carries no audio: send the audio bytes as the body, as multipart field audio_file, or as base64 in JSON field audio",
+        ));
+    }
+    Ok(request)
+}
+
+fn parse_json(body: &[u8]) -> Result<TranscribeRequest, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::bad_request("empty_body", "the JSON request body is empty"));
+    }
+    let parsed: JsonRequest = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("the body is not a valid request ({e}); expected {{\"audio\": \"<base64>\", \"language\"?: \"en\", \"format\"?: \"audio/wav\"}}"),
+        )
+    })?;
+    let audio = base64::engine::general_purpose::STANDARD
+        .decode(parsed.audio.trim())
+        .map_err(|e| ApiError::bad_request("invalid_base64", format!("field audio is not valid base64: {e}")))?;
+    Ok(TranscribeRequest {
+        audio: Bytes::from(audio),
+        audio_type: parsed.format,
+        language: parsed.language,
+    })
+}
+
+async fn parse_multipart(content_type: &str, body: Bytes) -> Result<TranscribeRequest, ApiError> {
+    let boundary = multer::parse_boundary(content_type).map_err(|_| {
+        ApiError::bad_request("invalid_multipart", "multipart/form-data without a valid boundary parameter")
+    })?;
+    let broken = |e: multer::Error| ApiError::bad_request("invalid_multipart", format!("the multipart body is malformed: {e}"));
+    let mut multipart = multer::Multipart::new(stream::iter([Ok::<Bytes, std::io::Error>(body)]), boundary);
+    let mut request = TranscribeRequest::default();
+    let mut found_audio = false;
+    while let Some(field) = multipart.next_field().await.map_err(broken)? {
+        match field.name() {
+            Some(AUDIO_FIELD) | Some("audio") | Some("file") if !found_audio => {
+                found_audio = true;
+                request.audio_type = field.content_type().map(|m| m.to_string());
+                request.audio = field.bytes().await.map_err(broken)?;
+            }
+            Some("language") => request.language = Some(text_field(field).await?),
+            Some("format") => request.audio_type = Some(text_field(field).await?),
+            _ => {
+                field.bytes().await.map_err(broken)?;
+            }
+        }
+    }
+    if !found_audio {
+        return Err(ApiError::bad_request(
+            "missing_audio",
+            format!("the multipart body has no {AUDIO_FIELD} field"),
+        ));
+    }
+    Ok(request)
+}
+
+async fn text_field(field: multer::Field<'_>) -> Result<String, ApiError> {
+    let name = field.name().unwrap_or("").to_string();
+    field
+        .text()
+        .await
+        .map(|t| t.trim().to_string())
+        .map_err(|_| ApiError::bad_request("invalid_multipart", format!("field {name} is not UTF-8 text")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> (String, Bytes) {
+        let mut body = Vec::new();
+        for (name, ty, data) in parts {
+            body.extend_from_slice(b"--XyZ\r\n");
+            match ty {
+                Some(t) => body.extend_from_slice(
+                    format!("Content-Disposition: form-data; name=\"{name}\"; filename=\"a.wav\"\r\nContent-Type: {t}\r\n\r\n").as_bytes(),
+                ),
+                None => body.extend_from_slice(format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes()),
+            }
+            body.extend_from_slice(data);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(b"--XyZ--\r\n");
+        ("multipart/form-data; boundary=XyZ".to_string(), Bytes::from(body))
+    }
+
+    #[tokio::test]
+    async fn multipart_takes_audio_file_and_language() {
+        let (ct, body) = multipart(&[("language", None, b"de"), ("audio_file", Some("audio/wav"), b"RIFF")]);
+        let r = parse_transcribe(Some(&ct), &QueryOptions::default(), body).await.unwrap();
+        assert_eq!(&r.audio[..], b"RIFF");
+        assert_eq!(r.audio_type.as_deref(), Some("audio/wav"));
+        assert_eq!(r.language.as_deref(), Some("de"));
+    }
+
+    #[tokio::test]
+    async fn multipart_without_audio_or_boundary_is_a_clear_400() {
+        let (ct, body) = multipart(&[("language", None, b"de")]);
+        let e = parse_transcribe(Some(&ct), &QueryOptions::default(), body.clone()).await.unwrap_err();
+        assert_eq!(e.code, "missing_audio");
+        let e = parse_transcribe(Some("multipart/form-data"), &QueryOptions::default(), body).await.unwrap_err();
+        assert_eq!(e.code, "invalid_multipart");
+        let broken = Bytes::from_static(b"--XyZ\r\nContent-Disposition: form-data; name=\"audio_file\"\r\n\r\nabc");
+        let e = parse_transcribe(Some("multipart/form-data; boundary=XyZ"), &QueryOptions::default(), broken).await.unwrap_err();
+        assert_eq!(e.code, "invalid_multipart");
+    }
+
+    #[tokio::test]
+    async fn json_carries_base64_audio_and_rejects_bad_shapes() {
+        let body = Bytes::from_static(br#"{"audio":"UklGRg==","language":"en"}"#);
+        let r = parse_transcribe(Some("application/json"), &QueryOptions::default(), body).await.unwrap();
+        assert_eq!(&r.audio[..], b"RIFF");
+        assert_eq!(r.language.as_deref(), Some("en"));
+        for (bad, code) in [
+            (&br#"{"audio":"@@@"}"#[..], "invalid_base64"),
+            (br#"{"audio":1}"#, "invalid_json"),
+            (br#"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]"#, "invalid_json"),
+            (b"", "empty_body"),
+            (br#"{"audio":""}"#, "empty_body"),
+        ] {
+            let e = parse_transcribe(Some("application/json"), &QueryOptions::default(), Bytes::from(bad.to_vec())).await.unwrap_err();
+            assert_eq!(e.code, code, "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[tokio::test]
+    async fn raw_bodies_keep_their_type_and_take_query_options() {
+        let q = QueryOptions::parse("language=fr&code=secret").unwrap();
+        let r = parse_transcribe(Some("audio/L16;rate=8000"), &q, Bytes::from_static(b"\0\0")).await.unwrap();
+        assert_eq!(r.audio_type.as_deref(), Some("audio/L16;rate=8000"));
+        assert_eq!(r.language.as_deref(), Some("fr"));
+        let q = QueryOptions::parse("format=audio%2Fpcm%3Brate%3D8000").unwrap();
+        let r = parse_transcribe(Some("application/octet-stream"), &q, Bytes::from_static(b"\0\0")).await.unwrap();
+        assert_eq!(r.audio_type.as_deref(), Some("audio/pcm;rate=8000"));
+    }
+}

@@ -1,0 +1,45 @@
+//! `GET /` (readiness probe) and `/api/status` (health and real counters).
+
+use serde_json::{json, Value};
+
+use super::{round3, App};
+
+/// The readiness probe body: the host only needs an answer; `ready` is informative.
+pub fn probe(app: &App) -> String {
+    json!({"service": "prepis", "ready": app.inference.status().ready}).to_string()
+}
+
+/// The status report.
+pub fn report(app: &App) -> Value {
+    let model = app.inference.status();
+    let metrics = app.metrics.snapshot();
+    let (workers, capacity) = app.inference.limits();
+    json!({
+        "service": "prepis",
+        "version": env!("CARGO_PKG_VERSION"),
+        "mode": "stateless",
+        "replica_friendly": true,
+        "ready": model.ready,
+        "endpoints": ["POST /api/transcribe", "GET /api/status"],
+        "model": {
+            "name": model.info.as_ref().map_or(app.config.model.as_str(), |i| i.name.as_str()),
+            "loaded": model.ready,
+            "size_bytes": model.info.as_ref().map(|i| i.size_bytes),
+            "engine": model.info.as_ref().map(|i| i.engine.clone()),
+            "multilingual": model.info.as_ref().map(|i| i.multilingual),
+            "error": model.error,
+        },
+        "inference": {
+            "workers": workers,
+            "threads_per_worker": app.config.threads_per_inference,
+            "capacity": capacity,
+            "in_flight": app.inference.in_flight(),
+        },
+        "uptime_seconds": round3(metrics.uptime_seconds),
+        "requests_served": metrics.requests_served,
+        "requests_failed": metrics.requests_failed,
+        "audio_seconds_transcribed": round3(metrics.audio_seconds_transcribed),
+        "processing_ms_mean": metrics.processing_ms_mean.map(round3),
+        "processing_ms_p95": metrics.processing_ms_p95.map(round3),
+    })
+}

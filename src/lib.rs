@@ -1,0 +1,16 @@
+//! prepis: stateless live transcription with Whisper, served as an Azure Functions
+//! custom handler or a plain container.
+//!
+//! Flow: `http` (Functions modes, routing, errors) → `audio` (sniff, decode, resample)
+//! → `transcription` (VAD gate, Whisper, clean-up) on the `inference` pool → `http`.
+
+pub mod asr;
+pub mod audio;
+pub mod config;
+pub mod http;
+pub mod inference;
+pub mod metrics;
+pub mod model;
+pub mod server;
+pub mod transcription;
+pub mod vad;

@@ -1,0 +1,41 @@
+//! Serving: bind, run until the shutdown signal, let in-flight requests finish.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::asr::{Transcriber, WhisperEngine};
+use crate::config::Config;
+use crate::http::{self, App};
+use crate::inference::Inference;
+use crate::metrics::Metrics;
+
+/// Builds the application: starts the inference pool and loads the configured model in
+/// the background (the server answers the readiness probe meanwhile).
+pub fn build_app(config: Config) -> Arc<App> {
+    let load_config = config.clone();
+    let inference = Inference::start(config.workers, config.queue, move || {
+        let path = load_config.resolve_model().map_err(crate::asr::AsrError::Load)?;
+        let started = std::time::Instant::now();
+        let engine = WhisperEngine::load(
+            &path,
+            &load_config.model,
+            load_config.threads_per_inference,
+            load_config.min_window_seconds,
+        )?;
+        tracing::info!(
+            event = "model_loaded",
+            model = %load_config.model,
+            size_bytes = engine.info().size_bytes,
+            load_ms = started.elapsed().as_millis() as u64,
+        );
+        Ok(Arc::new(engine) as Arc<dyn Transcriber>)
+    });
+    Arc::new(App { config, inference, metrics: Metrics::default() })
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then waits for in-flight requests.
+pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()> + Send + 'static) {
+    warp::serve(http::routes(app)).incoming(listener).graceful(shutdown).run().await;
+}

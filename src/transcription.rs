@@ -1,0 +1,144 @@
+//! The policy for one chunk: skip Whisper on audio without speech, run it otherwise,
+//! and drop what Whisper produces on non-speech (markers such as `[BLANK_AUDIO]`,
+//! segments it itself judges to be no speech).
+
+use crate::asr::{AsrError, DecodeOptions, Segment, Transcriber};
+use crate::vad;
+
+/// Less detected speech than this (seconds) and Whisper is not called at all.
+const MIN_SPEECH_SECONDS: f64 = 0.15;
+/// Whisper's own rule: a segment is dropped as non-speech when the no-speech probability
+/// is above this and the text is also unlikely (average log-probability below the next).
+const NO_SPEECH_PROBABILITY: f32 = 0.6;
+const NO_SPEECH_LOGPROB: f32 = -1.0;
+
+/// The outcome for one chunk.
+#[derive(Debug, Clone)]
+pub struct ChunkTranscript {
+    /// Recognised segments, times relative to the chunk.
+    pub segments: Vec<Segment>,
+    /// Language used or detected (`None` when Whisper did not run).
+    pub language: Option<String>,
+    /// Seconds of speech the VAD found.
+    pub speech_seconds: f64,
+    /// Whether Whisper ran (false: no speech, nothing to do).
+    pub recognised: bool,
+}
+
+/// Transcribes one chunk of 16 kHz mono audio.
+pub fn transcribe_chunk(
+    engine: &dyn Transcriber,
+    samples: &[f32],
+    options: &DecodeOptions,
+) -> Result<ChunkTranscript, AsrError> {
+    let activity = vad::speech_activity(samples);
+    if !activity.has_speech(MIN_SPEECH_SECONDS) {
+        return Ok(ChunkTranscript {
+            segments: Vec::new(),
+            language: options.language.clone(),
+            speech_seconds: activity.speech_seconds,
+            recognised: false,
+        });
+    }
+    let transcript = engine.transcribe(samples, options)?;
+    let segments = transcript
+        .segments
+        .into_iter()
+        .filter(is_speech)
+        .collect();
+    Ok(ChunkTranscript {
+        segments,
+        language: transcript.language,
+        speech_seconds: activity.speech_seconds,
+        recognised: true,
+    })
+}
+
+fn is_speech(segment: &Segment) -> bool {
+    if segment.words.is_empty() || is_marker(&segment.text) {
+        return false;
+    }
+    !(segment.no_speech_probability > NO_SPEECH_PROBABILITY && segment.avg_logprob < NO_SPEECH_LOGPROB)
+}
+
+/// Whole-segment annotations Whisper emits for non-speech: `[BLANK_AUDIO]`, `(music)`,
+/// `*applause*`, `♪ ♪`.
+fn is_marker(text: &str) -> bool {
+    let t = text.trim();
+    let wrapped = |open: char, close: char| t.starts_with(open) && t.ends_with(close);
+    t.is_empty()
+        || wrapped('[', ']')
+        || wrapped('(', ')')
+        || wrapped('*', '*')
+        || t.chars().all(|c| c == '♪' || c == '♫' || c.is_whitespace() || c.is_ascii_punctuation())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::asr::{ModelInfo, Transcript, Word};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A test double that records calls and answers with a fixed transcript.
+    struct Scripted {
+        calls: AtomicUsize,
+        answer: Vec<Segment>,
+        info: ModelInfo,
+    }
+
+    impl Transcriber for Scripted {
+        fn transcribe(&self, _: &[f32], _: &DecodeOptions) -> Result<Transcript, AsrError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            Ok(Transcript { segments: self.answer.clone(), language: Some("en".into()) })
+        }
+        fn info(&self) -> &ModelInfo {
+            &self.info
+        }
+    }
+
+    fn segment(text: &str, no_speech: f32, logprob: f32) -> Segment {
+        Segment {
+            text: text.into(),
+            start: 0.0,
+            end: 1.0,
+            confidence: 0.9,
+            no_speech_probability: no_speech,
+            avg_logprob: logprob,
+            words: vec![Word { word: text.into(), start: 0.0, end: 1.0, probability: 0.9 }],
+        }
+    }
+
+    fn scripted(answer: Vec<Segment>) -> Scripted {
+        Scripted {
+            calls: AtomicUsize::new(0),
+            answer,
+            info: ModelInfo {
+                name: "scripted".into(),
+                path: String::new(),
+                size_bytes: 0,
+                engine: "test".into(),
+                multilingual: false,
+            },
+        }
+    }
+
+    #[test]
+    fn silence_never_reaches_the_engine() {
+        let engine = scripted(vec![segment("Thank you for watching.", 0.1, -0.2)]);
+        let out = transcribe_chunk(&engine, &vec![0.0; 32_000], &DecodeOptions::default()).unwrap();
+        assert!(out.segments.is_empty());
+        assert!(!out.recognised);
+        assert_eq!(engine.calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn markers_and_unlikely_no_speech_segments_are_dropped() {
+        assert!(is_marker("[BLANK_AUDIO]"));
+        assert!(is_marker(" (music) "));
+        assert!(is_marker("♪ ♪"));
+        assert!(!is_marker("Hello (quietly) there"));
+        assert!(!is_speech(&segment("Hmm", 0.9, -1.5)));
+        assert!(is_speech(&segment("Hello", 0.9, -0.3)));
+        assert!(is_speech(&segment("Hello", 0.2, -1.5)));
+    }
+}

@@ -1,0 +1,62 @@
+//! Voice activity detection with earshot (a small pure-Rust detector, 16 ms frames at
+//! 16 kHz). Used to keep Whisper away from silence and noise, where it invents text.
+
+use earshot::Detector;
+
+/// Samples per detector frame (16 ms at 16 kHz).
+const FRAME: usize = 256;
+/// Frame score above which a frame counts as speech.
+const SPEECH_SCORE: f32 = 0.5;
+
+/// How much speech a piece of audio holds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SpeechActivity {
+    /// Seconds of frames scored as speech.
+    pub speech_seconds: f64,
+    /// Seconds analysed.
+    pub total_seconds: f64,
+}
+
+impl SpeechActivity {
+    /// Whether there is enough speech to be worth transcribing.
+    pub fn has_speech(&self, min_speech_seconds: f64) -> bool {
+        self.speech_seconds >= min_speech_seconds
+    }
+}
+
+/// Scores 16 kHz mono audio frame by frame.
+pub fn speech_activity(samples: &[f32]) -> SpeechActivity {
+    let mut detector = Detector::default();
+    let mut frame = [0f32; FRAME];
+    let mut speech_frames = 0usize;
+    let mut frames = 0usize;
+    for chunk in samples.chunks(FRAME) {
+        frame.fill(0.0);
+        for (dst, src) in frame.iter_mut().zip(chunk) {
+            *dst = src.clamp(-1.0, 1.0);
+        }
+        if detector.predict_f32(&frame) > SPEECH_SCORE {
+            speech_frames += 1;
+        }
+        frames += 1;
+    }
+    let seconds = |n: usize| (n * FRAME) as f64 / 16_000.0;
+    SpeechActivity {
+        speech_seconds: seconds(speech_frames),
+        total_seconds: seconds(frames),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silence_and_hum_are_not_speech() {
+        assert_eq!(speech_activity(&vec![0.0; 32_000]).speech_seconds, 0.0);
+        let hum: Vec<f32> = (0..32_000)
+            .map(|i| (2.0 * std::f32::consts::PI * 50.0 * i as f32 / 16_000.0).sin() * 0.3)
+            .collect();
+        assert!(!speech_activity(&hum).has_speech(0.2));
+    }
+}
