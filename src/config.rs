@@ -73,13 +73,20 @@ impl Config {
                     Some(v) => parse("PORT", &v)?,
                     None => 7071,
                 };
-                (SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port), false)
+                (
+                    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
+                    false,
+                )
             }
         };
 
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let threads_per_inference: usize = number(&get, "PREPIS_THREADS", 1)?;
-        let workers: usize = number(&get, "PREPIS_WORKERS", (cores / threads_per_inference.max(1)).max(1))?;
+        let workers: usize = number(
+            &get,
+            "PREPIS_WORKERS",
+            (cores / threads_per_inference.max(1)).max(1),
+        )?;
         let queue: usize = number(&get, "PREPIS_QUEUE", workers * 2)?;
         let max_body_bytes: usize = number(&get, "PREPIS_MAX_BODY_BYTES", 25 * 1024 * 1024)?;
         let max_audio_seconds: f64 = number(&get, "PREPIS_MAX_AUDIO_SECONDS", 300.0)?;
@@ -130,13 +137,15 @@ impl Config {
             }
         };
 
-        let model_dir = get("PREPIS_MODEL_DIR").map(PathBuf::from).unwrap_or_else(|| {
-            let cache = get("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .or_else(|| get("HOME").map(|h| PathBuf::from(h).join(".cache")))
-                .unwrap_or_else(|| PathBuf::from(".cache"));
-            cache.join("prepis").join("models")
-        });
+        let model_dir = get("PREPIS_MODEL_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                let cache = get("XDG_CACHE_HOME")
+                    .map(PathBuf::from)
+                    .or_else(|| get("HOME").map(|h| PathBuf::from(h).join(".cache")))
+                    .unwrap_or_else(|| PathBuf::from(".cache"));
+                cache.join("prepis").join("models")
+            });
 
         Ok(Config {
             listen,
@@ -164,7 +173,10 @@ impl Config {
         }
         let file = format!("ggml-{}.bin", self.model);
         let mut candidates = Vec::new();
-        if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(PathBuf::from)) {
+        if let Some(dir) = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(PathBuf::from))
+        {
             candidates.push(dir.join("models").join(&file));
         }
         candidates.push(self.model_dir.join(&file));
@@ -208,8 +220,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|k| map.get(k).cloned())
     }
 
@@ -242,9 +256,17 @@ mod tests {
 
     #[test]
     fn language_auto_means_detect() {
-        assert_eq!(config(&[("PREPIS_LANGUAGE", "auto")]).unwrap().default_language, None);
         assert_eq!(
-            config(&[("PREPIS_LANGUAGE", "DE")]).unwrap().default_language.as_deref(),
+            config(&[("PREPIS_LANGUAGE", "auto")])
+                .unwrap()
+                .default_language,
+            None
+        );
+        assert_eq!(
+            config(&[("PREPIS_LANGUAGE", "DE")])
+                .unwrap()
+                .default_language
+                .as_deref(),
             Some("de")
         );
     }

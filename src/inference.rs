@@ -97,13 +97,21 @@ impl Inference {
     /// Whether the model is loaded, and what it is.
     pub fn status(&self) -> ModelStatus {
         match self.current() {
-            ModelState::Loading => ModelStatus { ready: false, error: None, info: None },
+            ModelState::Loading => ModelStatus {
+                ready: false,
+                error: None,
+                info: None,
+            },
             ModelState::Ready(engine) => ModelStatus {
                 ready: true,
                 error: None,
                 info: Some(engine.info().clone()),
             },
-            ModelState::Failed(e) => ModelStatus { ready: false, error: Some(e), info: None },
+            ModelState::Failed(e) => ModelStatus {
+                ready: false,
+                error: Some(e),
+                info: None,
+            },
         }
     }
 
@@ -137,7 +145,9 @@ impl Inference {
             drop(permit);
             let _ = reply.send(result);
         });
-        self.jobs.try_send(task).map_err(|_| InferenceError::Overloaded)?;
+        self.jobs
+            .try_send(task)
+            .map_err(|_| InferenceError::Overloaded)?;
         answer.await.map_err(|_| InferenceError::WorkerFailed)
     }
 
@@ -170,7 +180,10 @@ mod tests {
 
     impl Transcriber for Idle {
         fn transcribe(&self, _: &[f32], _: &DecodeOptions) -> Result<Transcript, AsrError> {
-            Ok(Transcript { segments: vec![], language: None })
+            Ok(Transcript {
+                segments: vec![],
+                language: None,
+            })
         }
         fn info(&self) -> &ModelInfo {
             &self.0
@@ -200,7 +213,10 @@ mod tests {
             let _ = wait.recv();
             Ok(idle())
         });
-        assert!(matches!(pool.run(|_| ()).await, Err(InferenceError::NotReady)));
+        assert!(matches!(
+            pool.run(|_| ()).await,
+            Err(InferenceError::NotReady)
+        ));
         go.send(()).unwrap();
         until_ready(&pool).await;
         assert!(pool.run(|_| 7).await.is_ok());
@@ -209,7 +225,10 @@ mod tests {
         while broken.status().error.is_none() {
             tokio::task::yield_now().await;
         }
-        assert!(matches!(broken.run(|_| ()).await, Err(InferenceError::Unavailable(_))));
+        assert!(matches!(
+            broken.run(|_| ()).await,
+            Err(InferenceError::Unavailable(_))
+        ));
     }
 
     #[tokio::test]
@@ -231,7 +250,10 @@ mod tests {
         while pool.in_flight() == 0 {
             tokio::task::yield_now().await;
         }
-        assert!(matches!(pool.run(|_| ()).await, Err(InferenceError::Overloaded)));
+        assert!(matches!(
+            pool.run(|_| ()).await,
+            Err(InferenceError::Overloaded)
+        ));
         release.send(()).unwrap();
         busy.await.unwrap().unwrap();
         assert!(started.load(Ordering::SeqCst));

@@ -81,7 +81,9 @@ impl Metrics {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Counters> {
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -89,7 +91,9 @@ fn bucket(ms: f64) -> usize {
     if ms <= BASE_MS {
         return 0;
     }
-    ((ms / BASE_MS).ln() / GROWTH.ln()).ceil().min((BUCKETS - 1) as f64) as usize
+    ((ms / BASE_MS).ln() / GROWTH.ln())
+        .ceil()
+        .min((BUCKETS - 1) as f64) as usize
 }
 
 fn quantile(histogram: &[u64; BUCKETS], q: f64) -> Option<f64> {

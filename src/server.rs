@@ -16,7 +16,9 @@ use crate::metrics::Metrics;
 pub fn build_app(config: Config) -> Arc<App> {
     let load_config = config.clone();
     let inference = Inference::start(config.workers, config.queue, move || {
-        let path = load_config.resolve_model().map_err(crate::asr::AsrError::Load)?;
+        let path = load_config
+            .resolve_model()
+            .map_err(crate::asr::AsrError::Load)?;
         let started = std::time::Instant::now();
         let engine = WhisperEngine::load(
             &path,
@@ -32,10 +34,22 @@ pub fn build_app(config: Config) -> Arc<App> {
         );
         Ok(Arc::new(engine) as Arc<dyn Transcriber>)
     });
-    Arc::new(App { config, inference, metrics: Metrics::default() })
+    Arc::new(App {
+        config,
+        inference,
+        metrics: Metrics::default(),
+    })
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then waits for in-flight requests.
-pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()> + Send + 'static) {
-    warp::serve(http::routes(app)).incoming(listener).graceful(shutdown).run().await;
+pub async fn run(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    warp::serve(http::routes(app))
+        .incoming(listener)
+        .graceful(shutdown)
+        .run()
+        .await;
 }

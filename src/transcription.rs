@@ -41,11 +41,7 @@ pub fn transcribe_chunk(
         });
     }
     let transcript = engine.transcribe(samples, options)?;
-    let segments = transcript
-        .segments
-        .into_iter()
-        .filter(is_speech)
-        .collect();
+    let segments = transcript.segments.into_iter().filter(is_speech).collect();
     Ok(ChunkTranscript {
         segments,
         language: transcript.language,
@@ -58,7 +54,8 @@ fn is_speech(segment: &Segment) -> bool {
     if segment.words.is_empty() || is_marker(&segment.text) {
         return false;
     }
-    !(segment.no_speech_probability > NO_SPEECH_PROBABILITY && segment.avg_logprob < NO_SPEECH_LOGPROB)
+    !(segment.no_speech_probability > NO_SPEECH_PROBABILITY
+        && segment.avg_logprob < NO_SPEECH_LOGPROB)
 }
 
 /// Whole-segment annotations Whisper emits for non-speech: `[BLANK_AUDIO]`, `(music)`,
@@ -70,7 +67,8 @@ fn is_marker(text: &str) -> bool {
         || wrapped('[', ']')
         || wrapped('(', ')')
         || wrapped('*', '*')
-        || t.chars().all(|c| c == '♪' || c == '♫' || c.is_whitespace() || c.is_ascii_punctuation())
+        || t.chars()
+            .all(|c| c == '♪' || c == '♫' || c.is_whitespace() || c.is_ascii_punctuation())
 }
 
 #[cfg(test)]
@@ -89,7 +87,10 @@ mod tests {
     impl Transcriber for Scripted {
         fn transcribe(&self, _: &[f32], _: &DecodeOptions) -> Result<Transcript, AsrError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
-            Ok(Transcript { segments: self.answer.clone(), language: Some("en".into()) })
+            Ok(Transcript {
+                segments: self.answer.clone(),
+                language: Some("en".into()),
+            })
         }
         fn info(&self) -> &ModelInfo {
             &self.info
@@ -104,7 +105,12 @@ mod tests {
             confidence: 0.9,
             no_speech_probability: no_speech,
             avg_logprob: logprob,
-            words: vec![Word { word: text.into(), start: 0.0, end: 1.0, probability: 0.9 }],
+            words: vec![Word {
+                word: text.into(),
+                start: 0.0,
+                end: 1.0,
+                probability: 0.9,
+            }],
         }
     }
 

@@ -23,19 +23,27 @@ fn text_of(response: &Value) -> String {
 }
 
 fn post_multipart(server: &Server, path: &std::path::Path) -> (u16, Value) {
-    let form = reqwest::blocking::multipart::Form::new()
-        .part(
-            "audio_file",
-            reqwest::blocking::multipart::Part::bytes(std::fs::read(path).unwrap())
-                .file_name("speech.wav")
-                .mime_str("audio/wav")
-                .unwrap(),
-        );
-    let r = client().post(server.url("/api/transcribe")).multipart(form).send().unwrap();
+    let form = reqwest::blocking::multipart::Form::new().part(
+        "audio_file",
+        reqwest::blocking::multipart::Part::bytes(std::fs::read(path).unwrap())
+            .file_name("speech.wav")
+            .mime_str("audio/wav")
+            .unwrap(),
+    );
+    let r = client()
+        .post(server.url("/api/transcribe"))
+        .multipart(form)
+        .send()
+        .unwrap();
     (r.status().as_u16(), r.json().unwrap())
 }
 
-fn post_raw(server: &Server, path_and_query: &str, content_type: &str, body: Vec<u8>) -> reqwest::blocking::Response {
+fn post_raw(
+    server: &Server,
+    path_and_query: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> reqwest::blocking::Response {
     client()
         .post(server.url(path_and_query))
         .header("Content-Type", content_type)
@@ -71,7 +79,10 @@ fn multipart_speech_is_transcribed_within_the_wer_bound() {
         hyps.push(text_of(&body));
     }
     let score = wer(&refs.join(" "), &hyps.join(" "));
-    assert!(score <= LIBRIVOX_WER, "WER {score:.3}\nref: {refs:?}\nhyp: {hyps:?}");
+    assert!(
+        score <= LIBRIVOX_WER,
+        "WER {score:.3}\nref: {refs:?}\nhyp: {hyps:?}"
+    );
 }
 
 #[test]
@@ -81,8 +92,22 @@ fn raw_json_and_payload_modes_give_the_same_text() {
     let bytes = std::fs::read(&utterance.path).unwrap();
     let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
 
-    let raw: Value = post_raw(&server, "/api/transcribe?language=en", "audio/wav", bytes.clone()).json().unwrap();
-    let octet: Value = post_raw(&server, "/api/transcribe", "application/octet-stream", bytes.clone()).json().unwrap();
+    let raw: Value = post_raw(
+        &server,
+        "/api/transcribe?language=en",
+        "audio/wav",
+        bytes.clone(),
+    )
+    .json()
+    .unwrap();
+    let octet: Value = post_raw(
+        &server,
+        "/api/transcribe",
+        "application/octet-stream",
+        bytes.clone(),
+    )
+    .json()
+    .unwrap();
     let json_body: Value = client()
         .post(server.url("/api/transcribe"))
         .json(&json!({"audio": b64, "language": "en"}))
@@ -93,12 +118,17 @@ fn raw_json_and_payload_modes_give_the_same_text() {
     let envelope = json!({"Data": {"req": {"Url": "http://localhost:7071/api/transcribe", "Method": "POST",
         "Query": {"language": "en"}, "Headers": {"Content-Type": ["application/octet-stream"]},
         "Params": {}, "Body": b64}}, "Metadata": {}});
-    let reply = client().post(server.url("/transcribe")).json(&envelope).send().unwrap();
+    let reply = client()
+        .post(server.url("/transcribe"))
+        .json(&envelope)
+        .send()
+        .unwrap();
     assert_eq!(reply.status(), 200);
     let reply: Value = reply.json().unwrap();
     assert_eq!(reply["Outputs"]["res"]["statusCode"], 200);
     assert!(reply["Logs"].as_array().is_some_and(|l| !l.is_empty()));
-    let payload: Value = serde_json::from_str(reply["Outputs"]["res"]["body"].as_str().unwrap()).unwrap();
+    let payload: Value =
+        serde_json::from_str(reply["Outputs"]["res"]["body"].as_str().unwrap()).unwrap();
 
     let expected = text_of(&raw);
     assert!(wer(&utterance.reference, &expected) <= 0.2, "{expected}");
@@ -121,7 +151,10 @@ fn payload_mode_multipart_status_and_text_bodies() {
     };
     let ok: Value = client()
         .post(server.url("/transcribe"))
-        .json(&envelope("multipart/form-data; boundary=B0UND", base64::engine::general_purpose::STANDARD.encode(&multipart)))
+        .json(&envelope(
+            "multipart/form-data; boundary=B0UND",
+            base64::engine::general_purpose::STANDARD.encode(&multipart),
+        ))
         .send()
         .unwrap()
         .json()
@@ -132,19 +165,28 @@ fn payload_mode_multipart_status_and_text_bodies() {
     // A binary type the host passed as text is refused, inside a 200 envelope.
     let mangled: Value = client()
         .post(server.url("/transcribe"))
-        .json(&envelope("audio/wav", String::from_utf8_lossy(&wav).to_string()))
+        .json(&envelope(
+            "audio/wav",
+            String::from_utf8_lossy(&wav).to_string(),
+        ))
         .send()
         .unwrap()
         .json()
         .unwrap();
     assert_eq!(mangled["Outputs"]["res"]["statusCode"], 415);
-    let error: Value = serde_json::from_str(mangled["Outputs"]["res"]["body"].as_str().unwrap()).unwrap();
+    let error: Value =
+        serde_json::from_str(mangled["Outputs"]["res"]["body"].as_str().unwrap()).unwrap();
     assert_eq!(error["error"]["code"], "binary_body_as_text");
 
-    let status = client().post(server.url("/status")).json(&envelope("application/json", String::new())).send().unwrap();
+    let status = client()
+        .post(server.url("/status"))
+        .json(&envelope("application/json", String::new()))
+        .send()
+        .unwrap();
     assert_eq!(status.status(), 200);
     let status: Value = status.json().unwrap();
-    let report: Value = serde_json::from_str(status["Outputs"]["res"]["body"].as_str().unwrap()).unwrap();
+    let report: Value =
+        serde_json::from_str(status["Outputs"]["res"]["body"].as_str().unwrap()).unwrap();
     assert_eq!(report["ready"], true);
 }
 
@@ -164,23 +206,45 @@ fn every_wav_flavour_and_raw_pcm_decodes_to_the_same_words() {
         (WavFormat::F32, false),
         (WavFormat::F32, true),
     ] {
-        cases.push((format!("{format:?} ext={extensible}"), "audio/wav", wav_bytes(&samples, 16_000, 1, format, extensible)));
+        cases.push((
+            format!("{format:?} ext={extensible}"),
+            "audio/wav",
+            wav_bytes(&samples, 16_000, 1, format, extensible),
+        ));
     }
     let at_44k = util::resample_linear(&samples, 16_000, 44_100);
-    cases.push(("44.1 kHz stereo i16".into(), "audio/x-wav", wav_bytes(&at_44k, 44_100, 2, WavFormat::I16, false)));
+    cases.push((
+        "44.1 kHz stereo i16".into(),
+        "audio/x-wav",
+        wav_bytes(&at_44k, 44_100, 2, WavFormat::I16, false),
+    ));
     let at_8k: Vec<f32> = samples.iter().step_by(2).copied().collect();
-    cases.push(("8 kHz 6-channel i16".into(), "audio/wav", wav_bytes(&at_8k, 8_000, 6, WavFormat::I16, true)));
+    cases.push((
+        "8 kHz 6-channel i16".into(),
+        "audio/wav",
+        wav_bytes(&at_8k, 8_000, 6, WavFormat::I16, true),
+    ));
     let l16: Vec<u8> = pcm.iter().flat_map(|s| s.to_be_bytes()).collect();
     cases.push(("audio/L16 big-endian".into(), "audio/L16;rate=16000", l16));
-    let pcm48: Vec<u8> = util::resample_linear(&samples, 16_000, 48_000).iter().flat_map(|s| s.to_le_bytes()).collect();
-    cases.push(("audio/pcm f32le 48 kHz".into(), "audio/pcm;rate=48000;encoding=f32le", pcm48));
+    let pcm48: Vec<u8> = util::resample_linear(&samples, 16_000, 48_000)
+        .iter()
+        .flat_map(|s| s.to_le_bytes())
+        .collect();
+    cases.push((
+        "audio/pcm f32le 48 kHz".into(),
+        "audio/pcm;rate=48000;encoding=f32le",
+        pcm48,
+    ));
 
     for (name, content_type, body) in cases {
         let r = post_raw(&server, "/api/transcribe", content_type, body);
         assert_eq!(r.status(), 200, "{name}");
         let v: Value = r.json().unwrap();
         let duration = v["duration"].as_f64().unwrap();
-        assert!((duration - samples.len() as f64 / 16_000.0).abs() < 0.01, "{name}: duration {duration}");
+        assert!(
+            (duration - samples.len() as f64 / 16_000.0).abs() < 0.01,
+            "{name}: duration {duration}"
+        );
         let score = wer(&utterance.reference, &text_of(&v));
         assert!(score <= 0.2, "{name}: WER {score} for {:?}", text_of(&v));
     }
@@ -215,16 +279,76 @@ fn bad_input_gets_clear_json_errors() {
     let header_only = wav[..44].to_vec();
     let cases: Vec<(&str, &str, Vec<u8>, u16, &str)> = vec![
         ("empty", "audio/wav", vec![], 400, "empty_body"),
-        ("text", "text/plain", b"hello there".to_vec(), 415, "not_audio"),
-        ("ogg", "audio/ogg", b"OggS\0\x02\0\0\0\0\0\0\0\0".to_vec(), 415, "unsupported_format"),
-        ("webm", "audio/webm", vec![0x1a, 0x45, 0xdf, 0xa3, 0x01, 0x02], 415, "unsupported_format"),
-        ("garbage wav", "audio/wav", vec![7u8; 5000], 422, "undecodable_audio"),
-        ("header only", "audio/wav", header_only, 422, "undecodable_audio"),
-        ("absurd rate", "audio/pcm;rate=0", vec![0; 100], 422, "undecodable_audio"),
-        ("json no audio", "application/json", br#"{"language":"en"}"#.to_vec(), 400, "invalid_json"),
-        ("bad base64", "application/json", br#"{"audio":"%%%"}"#.to_vec(), 400, "invalid_base64"),
-        ("too large", "audio/wav", vec![0; 600_000], 413, "body_too_large"),
-        ("multipart no boundary", "multipart/form-data", b"--x\r\n".to_vec(), 400, "invalid_multipart"),
+        (
+            "text",
+            "text/plain",
+            b"hello there".to_vec(),
+            415,
+            "not_audio",
+        ),
+        (
+            "ogg",
+            "audio/ogg",
+            b"OggS\0\x02\0\0\0\0\0\0\0\0".to_vec(),
+            415,
+            "unsupported_format",
+        ),
+        (
+            "webm",
+            "audio/webm",
+            vec![0x1a, 0x45, 0xdf, 0xa3, 0x01, 0x02],
+            415,
+            "unsupported_format",
+        ),
+        (
+            "garbage wav",
+            "audio/wav",
+            vec![7u8; 5000],
+            422,
+            "undecodable_audio",
+        ),
+        (
+            "header only",
+            "audio/wav",
+            header_only,
+            422,
+            "undecodable_audio",
+        ),
+        (
+            "absurd rate",
+            "audio/pcm;rate=0",
+            vec![0; 100],
+            422,
+            "undecodable_audio",
+        ),
+        (
+            "json no audio",
+            "application/json",
+            br#"{"language":"en"}"#.to_vec(),
+            400,
+            "invalid_json",
+        ),
+        (
+            "bad base64",
+            "application/json",
+            br#"{"audio":"%%%"}"#.to_vec(),
+            400,
+            "invalid_base64",
+        ),
+        (
+            "too large",
+            "audio/wav",
+            vec![0; 600_000],
+            413,
+            "body_too_large",
+        ),
+        (
+            "multipart no boundary",
+            "multipart/form-data",
+            b"--x\r\n".to_vec(),
+            400,
+            "invalid_multipart",
+        ),
     ];
     for (name, content_type, body, status, code) in cases {
         let r = post_raw(&server, "/api/transcribe", content_type, body);
@@ -232,30 +356,71 @@ fn bad_input_gets_clear_json_errors() {
         assert_eq!(r.headers()["content-type"], "application/json", "{name}");
         let v: Value = r.json().unwrap();
         assert_eq!(v["error"]["code"], code, "{name}: {v}");
-        assert!(v["error"]["message"].as_str().is_some_and(|m| m.len() > 10), "{name}");
+        assert!(
+            v["error"]["message"].as_str().is_some_and(|m| m.len() > 10),
+            "{name}"
+        );
     }
-    let r = post_raw(&server, "/api/transcribe?language=xx", "audio/wav", wav.clone());
+    let r = post_raw(
+        &server,
+        "/api/transcribe?language=xx",
+        "audio/wav",
+        wav.clone(),
+    );
     assert_eq!(r.status(), 400);
-    let truncated = post_raw(&server, "/api/transcribe", "audio/wav", wav[..wav.len() / 2].to_vec());
+    let truncated = post_raw(
+        &server,
+        "/api/transcribe",
+        "audio/wav",
+        wav[..wav.len() / 2].to_vec(),
+    );
     assert_eq!(truncated.status(), 200);
     let v: Value = truncated.json().unwrap();
-    assert!(v["warnings"][0].as_str().unwrap().contains("truncated"), "{v}");
+    assert!(
+        v["warnings"][0].as_str().unwrap().contains("truncated"),
+        "{v}"
+    );
     assert!(!v["results"].as_array().unwrap().is_empty());
 
-    assert_eq!(client().get(server.url("/nope")).send().unwrap().status(), 404);
-    assert_eq!(client().put(server.url("/api/transcribe")).send().unwrap().status(), 405);
-    let status: Value = client().get(server.url("/api/status")).send().unwrap().json().unwrap();
+    assert_eq!(
+        client().get(server.url("/nope")).send().unwrap().status(),
+        404
+    );
+    assert_eq!(
+        client()
+            .put(server.url("/api/transcribe"))
+            .send()
+            .unwrap()
+            .status(),
+        405
+    );
+    let status: Value = client()
+        .get(server.url("/api/status"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     assert!(status["requests_failed"].as_u64().unwrap() >= 12);
-    assert!(server.stderr.lock().unwrap().is_empty(), "stderr is for real errors only");
+    assert!(
+        server.stderr.lock().unwrap().is_empty(),
+        "stderr is for real errors only"
+    );
 }
 
 #[test]
 fn english_only_model_refuses_other_languages() {
     let server = Server::start(&[("PREPIS_MODEL", "tiny.en")]);
     let wav = std::fs::read(&librivox()[1].path).unwrap();
-    let r = post_raw(&server, "/api/transcribe?language=de", "audio/wav", wav.clone());
+    let r = post_raw(
+        &server,
+        "/api/transcribe?language=de",
+        "audio/wav",
+        wav.clone(),
+    );
     assert_eq!(r.status(), 400);
-    let r: Value = post_raw(&server, "/api/transcribe", "audio/wav", wav).json().unwrap();
+    let r: Value = post_raw(&server, "/api/transcribe", "audio/wav", wav)
+        .json()
+        .unwrap();
     assert_eq!(r["model"], "tiny.en");
     assert!(wer(&librivox()[1].reference, &text_of(&r)) <= 0.3, "{r}");
 }
@@ -277,14 +442,26 @@ fn missing_model_answers_503_with_retry_after_and_still_probes() {
         assert_eq!(v["error"]["code"], "model_loading");
         assert!(std::time::Instant::now() < deadline);
     }
-    let status: Value = client().get(server.url("/api/status")).send().unwrap().json().unwrap();
+    let status: Value = client()
+        .get(server.url("/api/status"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     assert_eq!(status["ready"], false);
-    assert!(status["model"]["error"].as_str().unwrap().contains("not found"));
+    assert!(status["model"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("not found"));
 }
 
 #[test]
 fn overload_is_refused_with_429_and_retry_after() {
-    let server = Server::start(&[("PREPIS_WORKERS", "1"), ("PREPIS_QUEUE", "0"), ("PREPIS_LANGUAGE", "en")]);
+    let server = Server::start(&[
+        ("PREPIS_WORKERS", "1"),
+        ("PREPIS_QUEUE", "0"),
+        ("PREPIS_LANGUAGE", "en"),
+    ]);
     let wav = std::fs::read(&librivox()[0].path).unwrap();
     let barrier = std::sync::Arc::new(std::sync::Barrier::new(6));
     let url = server.url("/api/transcribe");
@@ -293,15 +470,29 @@ fn overload_is_refused_with_429_and_retry_after() {
             let (barrier, url, wav) = (barrier.clone(), url.clone(), wav.clone());
             std::thread::spawn(move || {
                 barrier.wait();
-                let r = client().post(url).header("Content-Type", "audio/wav").body(wav).send().unwrap();
-                (r.status().as_u16(), r.headers().get("retry-after").is_some())
+                let r = client()
+                    .post(url)
+                    .header("Content-Type", "audio/wav")
+                    .body(wav)
+                    .send()
+                    .unwrap();
+                (
+                    r.status().as_u16(),
+                    r.headers().get("retry-after").is_some(),
+                )
             })
         })
         .collect();
     let outcomes: Vec<(u16, bool)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     assert!(outcomes.iter().any(|(s, _)| *s == 200), "{outcomes:?}");
-    assert!(outcomes.iter().any(|(s, retry)| *s == 429 && *retry), "{outcomes:?}");
-    assert!(outcomes.iter().all(|(s, _)| *s == 200 || *s == 429), "{outcomes:?}");
+    assert!(
+        outcomes.iter().any(|(s, retry)| *s == 429 && *retry),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.iter().all(|(s, _)| *s == 200 || *s == 429),
+        "{outcomes:?}"
+    );
 }
 
 #[test]
@@ -314,7 +505,11 @@ fn concurrent_requests_are_deterministic_and_counted() {
         .iter()
         .chain(utterances.iter())
         .map(|u| {
-            let (url, wav, reference) = (url.clone(), std::fs::read(&u.path).unwrap(), u.reference.clone());
+            let (url, wav, reference) = (
+                url.clone(),
+                std::fs::read(&u.path).unwrap(),
+                u.reference.clone(),
+            );
             std::thread::spawn(move || {
                 let r = client()
                     .post(url)
@@ -336,15 +531,24 @@ fn concurrent_requests_are_deterministic_and_counted() {
         assert_eq!(answers[i].1, answers[i + n].1, "same audio, same answer");
         assert!(wer(&answers[i].0, &text_of(&answers[i].1)) <= 0.2);
     }
-    let status: Value = client().get(server.url("/api/status")).send().unwrap().json().unwrap();
+    let status: Value = client()
+        .get(server.url("/api/status"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     assert_eq!(status["requests_served"], 2 * n as u64);
     assert!(status["audio_seconds_transcribed"].as_f64().unwrap() > 45.0);
     assert!(status["processing_ms_mean"].as_f64().unwrap() > 0.0);
-    assert!(status["processing_ms_p95"].as_f64().unwrap() >= status["processing_ms_mean"].as_f64().unwrap() * 0.5);
+    assert!(
+        status["processing_ms_p95"].as_f64().unwrap()
+            >= status["processing_ms_mean"].as_f64().unwrap() * 0.5
+    );
     assert_eq!(status["mode"], "stateless");
     assert_eq!(status["replica_friendly"], true);
 
-    let line = server.wait_for_event(|e| e["event"] == "transcribed" && e["invocation_id"] == "inv-0000-test");
+    let line = server
+        .wait_for_event(|e| e["event"] == "transcribed" && e["invocation_id"] == "inv-0000-test");
     for field in ["bytes", "duration_s", "segments", "processing_ms"] {
         assert!(line[field].is_number(), "{field} in {line}");
     }

@@ -69,8 +69,12 @@ impl WhisperEngine {
 
 impl Transcriber for WhisperEngine {
     fn transcribe(&self, samples: &[f32], options: &DecodeOptions) -> Result<Transcript, AsrError> {
-        let failed = |what: &str, e: &dyn std::fmt::Display| AsrError::Inference(format!("{what}: {e}"));
-        let mut state = self.context.create_state().map_err(|e| failed("creating state", &e))?;
+        let failed =
+            |what: &str, e: &dyn std::fmt::Display| AsrError::Inference(format!("{what}: {e}"));
+        let mut state = self
+            .context
+            .create_state()
+            .map_err(|e| failed("creating state", &e))?;
 
         let language = match (&options.language, self.info.multilingual) {
             (_, false) => "en".to_string(),
@@ -95,7 +99,9 @@ impl Transcriber for WhisperEngine {
         if let Some(prompt) = options.prompt.as_deref().filter(|p| !p.is_empty()) {
             params.set_initial_prompt(prompt);
         }
-        state.full(params, samples).map_err(|e| failed("decoding", &e))?;
+        state
+            .full(params, samples)
+            .map_err(|e| failed("decoding", &e))?;
 
         let eot = self.context.token_eot();
         let mut segments = Vec::new();
@@ -103,7 +109,9 @@ impl Transcriber for WhisperEngine {
             let mut tokens = Vec::new();
             let (mut logprob_sum, mut prob_sum) = (0f32, 0f32);
             for i in 0..segment.n_tokens() {
-                let Some(token) = segment.get_token(i) else { continue };
+                let Some(token) = segment.get_token(i) else {
+                    continue;
+                };
                 if token.token_id() >= eot {
                     continue;
                 }
@@ -132,7 +140,8 @@ impl Transcriber for WhisperEngine {
                 words: group_words(&tokens),
             });
         }
-        let language = whisper_rs::get_lang_str(state.full_lang_id_from_state()).map(str::to_string);
+        let language =
+            whisper_rs::get_lang_str(state.full_lang_id_from_state()).map(str::to_string);
         Ok(Transcript { segments, language })
     }
 

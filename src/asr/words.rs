@@ -23,7 +23,13 @@ pub fn group_words(tokens: &[TimedToken]) -> Vec<Word> {
             if let Some(w) = current.take() {
                 push_word(&mut words, w);
             }
-            current = Some((token.bytes.clone(), token.start, token.end, token.probability, 1));
+            current = Some((
+                token.bytes.clone(),
+                token.start,
+                token.end,
+                token.probability,
+                1,
+            ));
         } else if let Some((bytes, _, end, p, n)) = current.as_mut() {
             bytes.extend_from_slice(&token.bytes);
             *end = token.end.max(*end);
@@ -55,7 +61,12 @@ mod tests {
     use super::*;
 
     fn token(text: &[u8], start: f64, end: f64, p: f32) -> TimedToken {
-        TimedToken { bytes: text.to_vec(), start, end, probability: p }
+        TimedToken {
+            bytes: text.to_vec(),
+            start,
+            end,
+            probability: p,
+        }
     }
 
     #[test]

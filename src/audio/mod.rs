@@ -104,8 +104,14 @@ pub fn decode_chunk(
                             "declared as WAV but the body has no RIFF/WAVE header".into(),
                         ))
                     }
-                    Some(t) if t.essence.starts_with("audio/") || t.essence == "application/octet-stream" => {
-                        format!("the bytes are not a recognised audio format (declared {})", t.essence)
+                    Some(t)
+                        if t.essence.starts_with("audio/")
+                            || t.essence == "application/octet-stream" =>
+                    {
+                        format!(
+                            "the bytes are not a recognised audio format (declared {})",
+                            t.essence
+                        )
                     }
                     Some(t) => format!("{} is not audio", t.essence),
                     None => "the bytes are not a recognised audio format".to_string(),
@@ -183,7 +189,10 @@ impl MediaType {
         let params = parts
             .filter_map(|p| {
                 let (k, v) = p.split_once('=')?;
-                Some((k.trim().to_ascii_lowercase(), v.trim().trim_matches('"').to_string()))
+                Some((
+                    k.trim().to_ascii_lowercase(),
+                    v.trim().trim_matches('"').to_string(),
+                ))
             })
             .collect();
         MediaType { essence, params }
@@ -191,7 +200,10 @@ impl MediaType {
 
     /// The value of parameter `name`.
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     fn is_wav(&self) -> bool {
@@ -219,7 +231,10 @@ mod tests {
 
     #[test]
     fn empty_and_foreign_bodies_are_rejected_clearly() {
-        assert_eq!(decode_chunk(b"", Some("audio/wav"), LIMITS), Err(AudioError::Empty));
+        assert_eq!(
+            decode_chunk(b"", Some("audio/wav"), LIMITS),
+            Err(AudioError::Empty)
+        );
         assert!(matches!(
             decode_chunk(b"hello world", Some("text/plain"), LIMITS),
             Err(AudioError::NotAudio(_))

@@ -50,7 +50,10 @@ impl RawFormat {
             match t.param(name) {
                 None => Ok(default),
                 Some(v) => v.parse().map_err(|_| {
-                    AudioError::Undecodable(format!("{} parameter {name}={v:?} is not a number", t.essence))
+                    AudioError::Undecodable(format!(
+                        "{} parameter {name}={v:?} is not a number",
+                        t.essence
+                    ))
                 }),
             }
         };
@@ -70,7 +73,11 @@ impl RawFormat {
             }
         };
         check_layout(rate, channels)?;
-        Ok(RawFormat { encoding, rate, channels })
+        Ok(RawFormat {
+            encoding,
+            rate,
+            channels,
+        })
     }
 }
 
@@ -83,7 +90,9 @@ pub fn decode(
     let frame_bytes = format.encoding.width() * format.channels;
     let frames = bytes.len() / frame_bytes;
     if frames as f64 > limits.max_seconds * format.rate as f64 {
-        return Err(AudioError::TooLong { limit: limits.max_seconds });
+        return Err(AudioError::TooLong {
+            limit: limits.max_seconds,
+        });
     }
     let mut warnings = Vec::new();
     let whole = &bytes[..frames * frame_bytes];
@@ -110,7 +119,9 @@ pub fn decode(
     let mut non_finite = 0;
     let mono = downmix(&interleaved, format.channels, &mut non_finite);
     if non_finite > 0 {
-        warnings.push(format!("{non_finite} non-finite samples were replaced by silence"));
+        warnings.push(format!(
+            "{non_finite} non-finite samples were replaced by silence"
+        ));
     }
     Ok((mono, warnings))
 }
@@ -122,7 +133,9 @@ mod tests {
     const LIMITS: DecodeLimits = DecodeLimits { max_seconds: 10.0 };
 
     fn format_of(content_type: &str) -> RawFormat {
-        RawFormat::from_media_type(&MediaType::parse(content_type)).unwrap().unwrap()
+        RawFormat::from_media_type(&MediaType::parse(content_type))
+            .unwrap()
+            .unwrap()
     }
 
     #[test]
@@ -132,13 +145,23 @@ mod tests {
         assert_eq!(f.rate, 8000);
         let (mono, _) = decode(&[0x40, 0x00], &f, LIMITS).unwrap();
         assert_eq!(mono, vec![0.5]);
-        assert_eq!(format_of("audio/L16;endianness=little-endian").encoding, Encoding::S16Le);
+        assert_eq!(
+            format_of("audio/L16;endianness=little-endian").encoding,
+            Encoding::S16Le
+        );
     }
 
     #[test]
     fn pcm_defaults_to_16k_mono_s16le_and_downmixes() {
         let f = format_of("audio/pcm");
-        assert_eq!(f, RawFormat { encoding: Encoding::S16Le, rate: 16_000, channels: 1 });
+        assert_eq!(
+            f,
+            RawFormat {
+                encoding: Encoding::S16Le,
+                rate: 16_000,
+                channels: 1
+            }
+        );
         let stereo = format_of("audio/pcm;rate=48000;channels=2;encoding=f32le");
         let mut bytes = Vec::new();
         for v in [0.5f32, 0.25, f32::INFINITY, 0.0] {
@@ -152,12 +175,21 @@ mod tests {
 
     #[test]
     fn rejects_absurd_parameters_and_too_long_audio() {
-        for bad in ["audio/pcm;rate=0", "audio/pcm;rate=abc", "audio/pcm;channels=0", "audio/pcm;rate=99999999999", "audio/pcm;encoding=mulaw"] {
+        for bad in [
+            "audio/pcm;rate=0",
+            "audio/pcm;rate=abc",
+            "audio/pcm;channels=0",
+            "audio/pcm;rate=99999999999",
+            "audio/pcm;encoding=mulaw",
+        ] {
             let parsed = RawFormat::from_media_type(&MediaType::parse(bad)).unwrap();
             assert!(parsed.is_err(), "{bad}");
         }
         assert!(RawFormat::from_media_type(&MediaType::parse("audio/wav")).is_none());
         let f = format_of("audio/pcm;rate=1000");
-        assert!(matches!(decode(&vec![0u8; 2 * 11_000], &f, LIMITS), Err(AudioError::TooLong { .. })));
+        assert!(matches!(
+            decode(&vec![0u8; 2 * 11_000], &f, LIMITS),
+            Err(AudioError::TooLong { .. })
+        ));
     }
 }

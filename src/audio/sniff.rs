@@ -28,7 +28,8 @@ impl Container {
 /// Recognises a container from the first bytes of a body.
 pub fn sniff(bytes: &[u8]) -> Option<Container> {
     let starts = |magic: &[u8]| bytes.starts_with(magic);
-    if (starts(b"RIFF") || starts(b"RIFX") || starts(b"RF64")) && bytes.get(8..12) == Some(b"WAVE") {
+    if (starts(b"RIFF") || starts(b"RIFX") || starts(b"RF64")) && bytes.get(8..12) == Some(b"WAVE")
+    {
         return Some(Container::Wav);
     }
     if starts(&[0x1a, 0x45, 0xdf, 0xa3]) {
@@ -43,7 +44,9 @@ pub fn sniff(bytes: &[u8]) -> Option<Container> {
     if matches!(bytes.get(4..8), Some(b"ftyp" | b"styp" | b"moof" | b"moov")) {
         return Some(Container::Mp4);
     }
-    if starts(b"ID3") || (bytes.len() >= 2 && bytes[0] == 0xff && bytes[1] & 0xe0 == 0xe0 && bytes[1] & 0x06 != 0) {
+    if starts(b"ID3")
+        || (bytes.len() >= 2 && bytes[0] == 0xff && bytes[1] & 0xe0 == 0xe0 && bytes[1] & 0x06 != 0)
+    {
         return Some(Container::Mp3);
     }
     None
@@ -57,7 +60,10 @@ mod tests {
     fn recognises_each_container_by_magic() {
         assert_eq!(sniff(b"RIFF\x24\0\0\0WAVEfmt "), Some(Container::Wav));
         assert_eq!(sniff(b"RIFF\x24\0\0\0AVI LIST"), None);
-        assert_eq!(sniff(&[0x1a, 0x45, 0xdf, 0xa3, 0x9f]), Some(Container::Matroska));
+        assert_eq!(
+            sniff(&[0x1a, 0x45, 0xdf, 0xa3, 0x9f]),
+            Some(Container::Matroska)
+        );
         assert_eq!(sniff(b"OggS\0\x02"), Some(Container::Ogg));
         assert_eq!(sniff(b"fLaC\0\0\0\x22"), Some(Container::Flac));
         assert_eq!(sniff(b"\0\0\0\x20ftypM4A "), Some(Container::Mp4));

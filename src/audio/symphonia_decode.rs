@@ -30,7 +30,12 @@ pub fn decode_wav(bytes: &[u8], limits: DecodeLimits) -> Result<RawAudio, AudioE
     let mut hint = Hint::new();
     hint.with_extension("wav");
     let probed = symphonia::default::get_probe()
-        .format(&hint, source, &FormatOptions::default(), &MetadataOptions::default())
+        .format(
+            &hint,
+            source,
+            &FormatOptions::default(),
+            &MetadataOptions::default(),
+        )
         .map_err(|e| AudioError::Undecodable(format!("WAV header: {}", describe(&e))))?;
     let mut reader = probed.format;
     let track = reader
@@ -45,7 +50,9 @@ pub fn decode_wav(bytes: &[u8], limits: DecodeLimits) -> Result<RawAudio, AudioE
     check_layout(rate, channels)?;
     let max_frames = (limits.max_seconds * rate as f64) as u64;
     if params.n_frames.is_some_and(|n| n > max_frames) && bytes.len() as u64 > max_frames {
-        return Err(AudioError::TooLong { limit: limits.max_seconds });
+        return Err(AudioError::TooLong {
+            limit: limits.max_seconds,
+        });
     }
 
     let mut decoder = symphonia::default::get_codecs()
@@ -58,7 +65,9 @@ pub fn decode_wav(bytes: &[u8], limits: DecodeLimits) -> Result<RawAudio, AudioE
     loop {
         let packet = match reader.next_packet() {
             Ok(p) => p,
-            Err(SymphoniaError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(SymphoniaError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                break
+            }
             Err(e) => {
                 warnings.push(format!("decoding stopped early: {}", describe(&e)));
                 break;
@@ -87,7 +96,9 @@ pub fn decode_wav(bytes: &[u8], limits: DecodeLimits) -> Result<RawAudio, AudioE
         buf.copy_interleaved_ref(decoded);
         interleaved.extend_from_slice(buf.samples());
         if (interleaved.len() / channels.max(1)) as u64 > max_frames {
-            return Err(AudioError::TooLong { limit: limits.max_seconds });
+            return Err(AudioError::TooLong {
+                limit: limits.max_seconds,
+            });
         }
     }
     if let Some(expected) = params.n_frames {
@@ -103,9 +114,16 @@ pub fn decode_wav(bytes: &[u8], limits: DecodeLimits) -> Result<RawAudio, AudioE
     let mut non_finite = 0;
     let mono = downmix(&interleaved, channels, &mut non_finite);
     if non_finite > 0 {
-        warnings.push(format!("{non_finite} non-finite samples were replaced by silence"));
+        warnings.push(format!(
+            "{non_finite} non-finite samples were replaced by silence"
+        ));
     }
-    Ok(RawAudio { mono, rate, channels, warnings })
+    Ok(RawAudio {
+        mono,
+        rate,
+        channels,
+        warnings,
+    })
 }
 
 fn describe(e: &SymphoniaError) -> String {

@@ -33,7 +33,12 @@ struct Body<'a> {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), retry_after: None }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -56,8 +61,13 @@ impl ApiError {
 
     /// The JSON body `{"error": {"code", "message"}}`.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(&Envelope { error: Body { code: self.code, message: &self.message } })
-            .unwrap_or_else(|_| r#"{"error":{"code":"internal","message":"error"}}"#.to_string())
+        serde_json::to_string(&Envelope {
+            error: Body {
+                code: self.code,
+                message: &self.message,
+            },
+        })
+        .unwrap_or_else(|_| r#"{"error":{"code":"internal","message":"error"}}"#.to_string())
     }
 }
 
@@ -66,14 +76,22 @@ impl From<AudioError> for ApiError {
         let message = e.to_string();
         match e {
             AudioError::Empty => Self::bad_request("empty_body", message),
-            AudioError::UnsupportedContainer(_) => {
-                Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_format", message)
+            AudioError::UnsupportedContainer(_) => Self::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_format",
+                message,
+            ),
+            AudioError::NotAudio(_) => {
+                Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_audio", message)
             }
-            AudioError::NotAudio(_) => Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_audio", message),
-            AudioError::Undecodable(_) => {
-                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "undecodable_audio", message)
+            AudioError::Undecodable(_) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "undecodable_audio",
+                message,
+            ),
+            AudioError::TooLong { .. } => {
+                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "audio_too_long", message)
             }
-            AudioError::TooLong { .. } => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "audio_too_long", message),
         }
     }
 }
@@ -85,15 +103,20 @@ impl From<InferenceError> for ApiError {
             InferenceError::NotReady => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "model_loading", message).retry_after(2)
             }
-            InferenceError::Unavailable(_) => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "model_unavailable", message).retry_after(60)
-            }
+            InferenceError::Unavailable(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "model_unavailable",
+                message,
+            )
+            .retry_after(60),
             InferenceError::Overloaded => {
                 Self::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", message).retry_after(1)
             }
-            InferenceError::WorkerFailed => {
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "inference_failed", message)
-            }
+            InferenceError::WorkerFailed => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "inference_failed",
+                message,
+            ),
         }
     }
 }
@@ -132,7 +155,8 @@ mod tests {
 
     #[test]
     fn json_shape_is_code_and_message() {
-        let v: serde_json::Value = serde_json::from_str(&ApiError::bad_request("x", "say \"hi\"").to_json()).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&ApiError::bad_request("x", "say \"hi\"").to_json()).unwrap();
         assert_eq!(v["error"]["code"], "x");
         assert_eq!(v["error"]["message"], "say \"hi\"");
     }

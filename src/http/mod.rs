@@ -60,26 +60,36 @@ pub fn routes(app: Arc<App>) -> warp::filters::BoxedFilter<(Response,)> {
         .and(query)
         .and(warp::header::headers_cloned())
         .and(warp::body::stream())
-        .then(move |method: Method, path: FullPath, query: String, headers: HeaderMap, body| {
-            let app = Arc::clone(&app);
-            async move {
-                let text = |name: header::HeaderName| {
-                    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
-                };
-                let incoming = Incoming {
-                    method,
-                    path: path.as_str().to_string(),
-                    query,
-                    content_type: text(header::CONTENT_TYPE),
-                    content_length: text(header::CONTENT_LENGTH).and_then(|v| v.parse().ok()),
-                    invocation_id: headers
-                        .get("x-azure-functions-invocationid")
-                        .and_then(|v| v.to_str().ok())
-                        .map(|v| v.chars().filter(|c| c.is_ascii_graphic()).take(64).collect()),
-                };
-                dispatch(&app, incoming, body).await
-            }
-        })
+        .then(
+            move |method: Method, path: FullPath, query: String, headers: HeaderMap, body| {
+                let app = Arc::clone(&app);
+                async move {
+                    let text = |name: header::HeaderName| {
+                        headers
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_string)
+                    };
+                    let incoming = Incoming {
+                        method,
+                        path: path.as_str().to_string(),
+                        query,
+                        content_type: text(header::CONTENT_TYPE),
+                        content_length: text(header::CONTENT_LENGTH).and_then(|v| v.parse().ok()),
+                        invocation_id: headers
+                            .get("x-azure-functions-invocationid")
+                            .and_then(|v| v.to_str().ok())
+                            .map(|v| {
+                                v.chars()
+                                    .filter(|c| c.is_ascii_graphic())
+                                    .take(64)
+                                    .collect()
+                            }),
+                    };
+                    dispatch(&app, incoming, body).await
+                }
+            },
+        )
         .boxed()
 }
 
@@ -90,7 +100,9 @@ where
 {
     let path = incoming.path.trim_end_matches('/');
     match (&incoming.method, path) {
-        (&Method::GET | &Method::HEAD, "") => json_response(StatusCode::OK, &status::probe(app), &[]),
+        (&Method::GET | &Method::HEAD, "") => {
+            json_response(StatusCode::OK, &status::probe(app), &[])
+        }
         (&Method::GET | &Method::HEAD, "/api/status" | "/status") => {
             json_response(StatusCode::OK, &status::report(app).to_string(), &[])
         }
@@ -134,7 +146,9 @@ where
 
 /// Payload-mode envelopes carry base64, a third larger than the audio.
 fn envelope_limit(max_body_bytes: usize) -> usize {
-    max_body_bytes.saturating_add(max_body_bytes / 3).saturating_add(64 * 1024)
+    max_body_bytes
+        .saturating_add(max_body_bytes / 3)
+        .saturating_add(64 * 1024)
 }
 
 /// Reads the whole body, refusing it as soon as it passes `limit` bytes.
@@ -150,7 +164,10 @@ where
     let mut body = std::pin::pin!(body);
     while let Some(chunk) = body.next().await {
         let mut chunk = chunk.map_err(|_| {
-            ApiError::bad_request("body_read_failed", "the request body ended before it was complete")
+            ApiError::bad_request(
+                "body_read_failed",
+                "the request body ended before it was complete",
+            )
         })?;
         if buffer.len() + chunk.remaining() > limit {
             return Err(ApiError::body_too_large(limit));
@@ -167,7 +184,11 @@ where
 
 /// An error as a forwarded response, or inside a reply envelope in payload mode.
 fn error_response(e: &ApiError, payload_mode: bool) -> Response {
-    let headers: Vec<(&str, String)> = e.retry_after.map(|s| ("Retry-After", s.to_string())).into_iter().collect();
+    let headers: Vec<(&str, String)> = e
+        .retry_after
+        .map(|s| ("Retry-After", s.to_string()))
+        .into_iter()
+        .collect();
     if payload_mode {
         envelope_response(e.status, &e.to_json(), &headers, &[])
     } else {
@@ -179,10 +200,16 @@ fn json_response(status: StatusCode, body: &str, headers: &[(&str, String)]) -> 
     let mut response = Response::new(body.to_string().into());
     *response.status_mut() = status;
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     for (name, value) in headers {
-        if let (Ok(name), Ok(value)) = (header::HeaderName::try_from(*name), HeaderValue::from_str(value)) {
+        if let (Ok(name), Ok(value)) = (
+            header::HeaderName::try_from(*name),
+            HeaderValue::from_str(value),
+        ) {
             h.insert(name, value);
         }
     }
@@ -190,8 +217,17 @@ fn json_response(status: StatusCode, body: &str, headers: &[(&str, String)]) -> 
 }
 
 /// Payload mode always answers 200 to the host; the real status is inside.
-fn envelope_response(status: StatusCode, body: &str, headers: &[(&str, String)], logs: &[String]) -> Response {
-    json_response(StatusCode::OK, &payload::reply(status, body, headers, logs), &[])
+fn envelope_response(
+    status: StatusCode,
+    body: &str,
+    headers: &[(&str, String)],
+    logs: &[String],
+) -> Response {
+    json_response(
+        StatusCode::OK,
+        &payload::reply(status, body, headers, logs),
+        &[],
+    )
 }
 
 /// Seconds and milliseconds in responses are rounded to 1/1000.

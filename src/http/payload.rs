@@ -50,21 +50,38 @@ pub fn is_envelope(body: &[u8]) -> bool {
 /// Unpacks the HTTP request carried by an envelope.
 pub fn parse(body: &[u8]) -> Result<EnvelopeRequest, ApiError> {
     let envelope: Envelope = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request("invalid_envelope", format!("not a Functions invocation envelope: {e}"))
+        ApiError::bad_request(
+            "invalid_envelope",
+            format!("not a Functions invocation envelope: {e}"),
+        )
     })?;
     let req = envelope
         .data
         .bindings
         .get("req")
-        .or_else(|| envelope.data.bindings.values().find(|v| v.get("Method").is_some()))
-        .ok_or_else(|| ApiError::bad_request("invalid_envelope", "the envelope has no HTTP request in Data"))?;
+        .or_else(|| {
+            envelope
+                .data
+                .bindings
+                .values()
+                .find(|v| v.get("Method").is_some())
+        })
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_envelope",
+                "the envelope has no HTTP request in Data",
+            )
+        })?;
 
     let content_type = header(req, "content-type");
     let query = match req.get("Query") {
         Some(Value::Object(map)) => pairs(map),
         Some(Value::String(text)) if !text.trim().is_empty() => {
             let value: Value = serde_json::from_str(text).map_err(|_| {
-                ApiError::bad_request("invalid_envelope", "Query is a string but not a JSON object")
+                ApiError::bad_request(
+                    "invalid_envelope",
+                    "Query is a string but not a JSON object",
+                )
             })?;
             value.as_object().map(pairs).unwrap_or_default()
         }
@@ -79,12 +96,23 @@ pub fn parse(body: &[u8]) -> Result<EnvelopeRequest, ApiError> {
     };
     let essence = content_type
         .as_deref()
-        .map(|t| t.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
         .unwrap_or_default();
     let body = if essence == "application/octet-stream" || essence.starts_with("multipart/") {
-        let decoded = base64::engine::general_purpose::STANDARD.decode(text.trim()).map_err(|_| {
-            ApiError::bad_request("invalid_envelope", "Body should be base64 for this content type but is not")
-        })?;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_envelope",
+                    "Body should be base64 for this content type but is not",
+                )
+            })?;
         Bytes::from(decoded)
     } else if essence == "application/json" || text.is_empty() {
         Bytes::from(text)
@@ -98,11 +126,20 @@ pub fn parse(body: &[u8]) -> Result<EnvelopeRequest, ApiError> {
             ),
         ));
     };
-    Ok(EnvelopeRequest { content_type, query, body })
+    Ok(EnvelopeRequest {
+        content_type,
+        query,
+        body,
+    })
 }
 
 /// The reply envelope for an HTTP response with `status`, JSON `body` and extra headers.
-pub fn reply(status: StatusCode, body: &str, headers: &[(&str, String)], logs: &[String]) -> String {
+pub fn reply(
+    status: StatusCode,
+    body: &str,
+    headers: &[(&str, String)],
+    logs: &[String],
+) -> String {
     let mut header_map = serde_json::Map::new();
     header_map.insert("Content-Type".into(), json!("application/json"));
     for (name, value) in headers {
@@ -152,7 +189,11 @@ mod tests {
 
     #[test]
     fn octet_stream_bodies_are_base64_decoded() {
-        let raw = envelope("application/octet-stream", "UklGRg==", json!({"language": "en"}));
+        let raw = envelope(
+            "application/octet-stream",
+            "UklGRg==",
+            json!({"language": "en"}),
+        );
         assert!(is_envelope(&raw));
         let r = parse(&raw).unwrap();
         assert_eq!(&r.body[..], b"RIFF");
@@ -161,14 +202,24 @@ mod tests {
 
     #[test]
     fn query_may_be_a_json_string() {
-        let r = parse(&envelope("application/json", "{}", json!("{\"language\":\"de\"}"))).unwrap();
+        let r = parse(&envelope(
+            "application/json",
+            "{}",
+            json!("{\"language\":\"de\"}"),
+        ))
+        .unwrap();
         assert_eq!(r.query.language.as_deref(), Some("de"));
         assert_eq!(&r.body[..], b"{}");
     }
 
     #[test]
     fn binary_types_sent_as_text_are_refused() {
-        let e = parse(&envelope("audio/wav", "RIFF\u{fffd}\u{fffd}WAVE", json!({}))).unwrap_err();
+        let e = parse(&envelope(
+            "audio/wav",
+            "RIFF\u{fffd}\u{fffd}WAVE",
+            json!({}),
+        ))
+        .unwrap_err();
         assert_eq!(e.code, "binary_body_as_text");
         assert_eq!(e.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     }
@@ -182,7 +233,13 @@ mod tests {
 
     #[test]
     fn reply_wraps_status_headers_and_body() {
-        let v: Value = serde_json::from_str(&reply(StatusCode::TOO_MANY_REQUESTS, "{\"a\":1}", &[("Retry-After", "1".into())], &["log".into()])).unwrap();
+        let v: Value = serde_json::from_str(&reply(
+            StatusCode::TOO_MANY_REQUESTS,
+            "{\"a\":1}",
+            &[("Retry-After", "1".into())],
+            &["log".into()],
+        ))
+        .unwrap();
         assert_eq!(v["Outputs"]["res"]["statusCode"], 429);
         assert_eq!(v["Outputs"]["res"]["headers"]["Retry-After"], "1");
         assert_eq!(v["Outputs"]["res"]["body"], "{\"a\":1}");

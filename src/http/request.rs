@@ -45,8 +45,12 @@ impl QueryOptions {
     /// Reads the recognised parameters of a raw query string; others are ignored
     /// (the Functions host adds `code=` for keys).
     pub fn parse(raw: &str) -> Result<Self, ApiError> {
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw)
-            .map_err(|_| ApiError::bad_request("invalid_query", "the query string is not valid URL encoding"))?;
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw).map_err(|_| {
+            ApiError::bad_request(
+                "invalid_query",
+                "the query string is not valid URL encoding",
+            )
+        })?;
         Ok(Self::from_pairs(pairs))
     }
 
@@ -71,7 +75,13 @@ pub async fn parse_transcribe(
     body: Bytes,
 ) -> Result<TranscribeRequest, ApiError> {
     let essence = content_type
-        .map(|t| t.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
         .unwrap_or_default();
     let mut request = match essence.as_str() {
         "multipart/form-data" => parse_multipart(content_type.unwrap_or_default(), body).await?,
@@ -101,7 +111,10 @@ pub async fn parse_transcribe(
 
 fn parse_json(body: &[u8]) -> Result<TranscribeRequest, ApiError> {
     if body.is_empty() {
-        return Err(ApiError::bad_request("empty_body", "the JSON request body is empty"));
+        return Err(ApiError::bad_request(
+            "empty_body",
+            "the JSON request body is empty",
+        ));
     }
     let parsed: JsonRequest = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request(
@@ -111,7 +124,12 @@ fn parse_json(body: &[u8]) -> Result<TranscribeRequest, ApiError> {
     })?;
     let audio = base64::engine::general_purpose::STANDARD
         .decode(parsed.audio.trim())
-        .map_err(|e| ApiError::bad_request("invalid_base64", format!("field audio is not valid base64: {e}")))?;
+        .map_err(|e| {
+            ApiError::bad_request(
+                "invalid_base64",
+                format!("field audio is not valid base64: {e}"),
+            )
+        })?;
     Ok(TranscribeRequest {
         audio: Bytes::from(audio),
         audio_type: parsed.format,
@@ -121,10 +139,19 @@ fn parse_json(body: &[u8]) -> Result<TranscribeRequest, ApiError> {
 
 async fn parse_multipart(content_type: &str, body: Bytes) -> Result<TranscribeRequest, ApiError> {
     let boundary = multer::parse_boundary(content_type).map_err(|_| {
-        ApiError::bad_request("invalid_multipart", "multipart/form-data without a valid boundary parameter")
+        ApiError::bad_request(
+            "invalid_multipart",
+            "multipart/form-data without a valid boundary parameter",
+        )
     })?;
-    let broken = |e: multer::Error| ApiError::bad_request("invalid_multipart", format!("the multipart body is malformed: {e}"));
-    let mut multipart = multer::Multipart::new(stream::iter([Ok::<Bytes, std::io::Error>(body)]), boundary);
+    let broken = |e: multer::Error| {
+        ApiError::bad_request(
+            "invalid_multipart",
+            format!("the multipart body is malformed: {e}"),
+        )
+    };
+    let mut multipart =
+        multer::Multipart::new(stream::iter([Ok::<Bytes, std::io::Error>(body)]), boundary);
     let mut request = TranscribeRequest::default();
     let mut found_audio = false;
     while let Some(field) = multipart.next_field().await.map_err(broken)? {
@@ -156,7 +183,12 @@ async fn text_field(field: multer::Field<'_>) -> Result<String, ApiError> {
         .text()
         .await
         .map(|t| t.trim().to_string())
-        .map_err(|_| ApiError::bad_request("invalid_multipart", format!("field {name} is not UTF-8 text")))
+        .map_err(|_| {
+            ApiError::bad_request(
+                "invalid_multipart",
+                format!("field {name} is not UTF-8 text"),
+            )
+        })
 }
 
 #[cfg(test)]
@@ -177,13 +209,21 @@ mod tests {
             body.extend_from_slice(b"\r\n");
         }
         body.extend_from_slice(b"--XyZ--\r\n");
-        ("multipart/form-data; boundary=XyZ".to_string(), Bytes::from(body))
+        (
+            "multipart/form-data; boundary=XyZ".to_string(),
+            Bytes::from(body),
+        )
     }
 
     #[tokio::test]
     async fn multipart_takes_audio_file_and_language() {
-        let (ct, body) = multipart(&[("language", None, b"de"), ("audio_file", Some("audio/wav"), b"RIFF")]);
-        let r = parse_transcribe(Some(&ct), &QueryOptions::default(), body).await.unwrap();
+        let (ct, body) = multipart(&[
+            ("language", None, b"de"),
+            ("audio_file", Some("audio/wav"), b"RIFF"),
+        ]);
+        let r = parse_transcribe(Some(&ct), &QueryOptions::default(), body)
+            .await
+            .unwrap();
         assert_eq!(&r.audio[..], b"RIFF");
         assert_eq!(r.audio_type.as_deref(), Some("audio/wav"));
         assert_eq!(r.language.as_deref(), Some("de"));
@@ -192,19 +232,33 @@ mod tests {
     #[tokio::test]
     async fn multipart_without_audio_or_boundary_is_a_clear_400() {
         let (ct, body) = multipart(&[("language", None, b"de")]);
-        let e = parse_transcribe(Some(&ct), &QueryOptions::default(), body.clone()).await.unwrap_err();
+        let e = parse_transcribe(Some(&ct), &QueryOptions::default(), body.clone())
+            .await
+            .unwrap_err();
         assert_eq!(e.code, "missing_audio");
-        let e = parse_transcribe(Some("multipart/form-data"), &QueryOptions::default(), body).await.unwrap_err();
+        let e = parse_transcribe(Some("multipart/form-data"), &QueryOptions::default(), body)
+            .await
+            .unwrap_err();
         assert_eq!(e.code, "invalid_multipart");
-        let broken = Bytes::from_static(b"--XyZ\r\nContent-Disposition: form-data; name=\"audio_file\"\r\n\r\nabc");
-        let e = parse_transcribe(Some("multipart/form-data; boundary=XyZ"), &QueryOptions::default(), broken).await.unwrap_err();
+        let broken = Bytes::from_static(
+            b"--XyZ\r\nContent-Disposition: form-data; name=\"audio_file\"\r\n\r\nabc",
+        );
+        let e = parse_transcribe(
+            Some("multipart/form-data; boundary=XyZ"),
+            &QueryOptions::default(),
+            broken,
+        )
+        .await
+        .unwrap_err();
         assert_eq!(e.code, "invalid_multipart");
     }
 
     #[tokio::test]
     async fn json_carries_base64_audio_and_rejects_bad_shapes() {
         let body = Bytes::from_static(br#"{"audio":"UklGRg==","language":"en"}"#);
-        let r = parse_transcribe(Some("application/json"), &QueryOptions::default(), body).await.unwrap();
+        let r = parse_transcribe(Some("application/json"), &QueryOptions::default(), body)
+            .await
+            .unwrap();
         assert_eq!(&r.audio[..], b"RIFF");
         assert_eq!(r.language.as_deref(), Some("en"));
         for (bad, code) in [
@@ -222,11 +276,19 @@ mod tests {
     #[tokio::test]
     async fn raw_bodies_keep_their_type_and_take_query_options() {
         let q = QueryOptions::parse("language=fr&code=secret").unwrap();
-        let r = parse_transcribe(Some("audio/L16;rate=8000"), &q, Bytes::from_static(b"\0\0")).await.unwrap();
+        let r = parse_transcribe(Some("audio/L16;rate=8000"), &q, Bytes::from_static(b"\0\0"))
+            .await
+            .unwrap();
         assert_eq!(r.audio_type.as_deref(), Some("audio/L16;rate=8000"));
         assert_eq!(r.language.as_deref(), Some("fr"));
         let q = QueryOptions::parse("format=audio%2Fpcm%3Brate%3D8000").unwrap();
-        let r = parse_transcribe(Some("application/octet-stream"), &q, Bytes::from_static(b"\0\0")).await.unwrap();
+        let r = parse_transcribe(
+            Some("application/octet-stream"),
+            &q,
+            Bytes::from_static(b"\0\0"),
+        )
+        .await
+        .unwrap();
         assert_eq!(r.audio_type.as_deref(), Some("audio/pcm;rate=8000"));
     }
 }

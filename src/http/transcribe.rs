@@ -97,12 +97,17 @@ async fn handle(
     }
     let request = parse_transcribe(content_type, query, body).await?;
     let language = requested_language(app, request.language.as_deref())?;
-    let limits = DecodeLimits { max_seconds: app.config.max_audio_seconds };
+    let limits = DecodeLimits {
+        max_seconds: app.config.max_audio_seconds,
+    };
     let started = Instant::now();
     let bytes = request.audio.len();
     let job = app.inference.run(move |engine| {
         let audio = audio::decode_chunk(&request.audio, request.audio_type.as_deref(), limits)?;
-        let options = DecodeOptions { language, prompt: None };
+        let options = DecodeOptions {
+            language,
+            prompt: None,
+        };
         let transcript = transcribe_chunk(engine, &audio.samples, &options).map_err(|e| {
             tracing::error!(event = "inference_error", error = %e);
             ApiError::from(e)
@@ -113,7 +118,11 @@ async fn handle(
     let processing_ms = started.elapsed().as_millis() as u64;
 
     let results: Vec<SegmentOut> = transcript.segments.iter().map(segment_out).collect();
-    let text = results.iter().map(|s| s.text.as_str()).collect::<Vec<_>>().join(" ");
+    let text = results
+        .iter()
+        .map(|s| s.text.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
     let outcome = Outcome {
         bytes,
         format: audio.format,
@@ -139,7 +148,9 @@ fn requested_language(app: &App, requested: Option<&str>) -> Result<Option<Strin
         .map(|l| l.trim().to_ascii_lowercase())
         .filter(|l| !l.is_empty() && l != "auto")
         .or_else(|| app.config.default_language.clone());
-    let Some(lang) = requested else { return Ok(None) };
+    let Some(lang) = requested else {
+        return Ok(None);
+    };
     if !asr::is_known_language(&lang) {
         return Err(ApiError::bad_request(
             "unknown_language",
@@ -167,7 +178,8 @@ fn finish(
     let invocation_id = incoming.invocation_id.as_deref().unwrap_or("");
     match result {
         Ok((response, outcome)) => {
-            app.metrics.record_success(outcome.duration, response.processing_ms as f64);
+            app.metrics
+                .record_success(outcome.duration, response.processing_ms as f64);
             tracing::info!(
                 event = "transcribed",
                 invocation_id,
@@ -197,7 +209,13 @@ fn finish(
             if e.status.is_server_error() && e.status != StatusCode::SERVICE_UNAVAILABLE {
                 tracing::error!(event = "transcribe_failed", invocation_id, status = e.status.as_u16(), code = e.code, message = %e.message, elapsed_ms = round3(elapsed_ms));
             } else {
-                tracing::info!(event = "transcribe_rejected", invocation_id, status = e.status.as_u16(), code = e.code, elapsed_ms = round3(elapsed_ms));
+                tracing::info!(
+                    event = "transcribe_rejected",
+                    invocation_id,
+                    status = e.status.as_u16(),
+                    code = e.code,
+                    elapsed_ms = round3(elapsed_ms)
+                );
             }
             error_response(&e, payload_mode)
         }
@@ -223,4 +241,3 @@ fn word_out(word: &Word) -> WordOut {
         probability: round3(word.probability as f64),
     }
 }
-

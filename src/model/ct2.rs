@@ -261,7 +261,10 @@ mod tests {
         assert!(Ct2Model::read(&file[..file.len() - 3]).is_err());
         let mut other = file.clone();
         other[0] = 5;
-        assert!(matches!(Ct2Model::read(&other[..]), Err(Ct2Error::Format(_))));
+        assert!(matches!(
+            Ct2Model::read(&other[..]),
+            Err(Ct2Error::Format(_))
+        ));
         assert!(matches!(
             Ct2Model::read(&file[..]).unwrap().get("nope"),
             Err(Ct2Error::Missing(_))

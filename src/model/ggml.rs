@@ -193,8 +193,8 @@ pub fn convert(
 
 /// The bytes of tokens `0..n` from a Hugging Face `tokenizer.json` (GPT-2 byte-level BPE).
 fn vocabulary_bytes(tokenizer_json: &str, n: usize) -> Result<Vec<Vec<u8>>, ConvertError> {
-    let doc: serde_json::Value = serde_json::from_str(tokenizer_json)
-        .map_err(|e| ConvertError::Tokenizer(e.to_string()))?;
+    let doc: serde_json::Value =
+        serde_json::from_str(tokenizer_json).map_err(|e| ConvertError::Tokenizer(e.to_string()))?;
     let vocab = doc
         .pointer("/model/vocab")
         .and_then(|v| v.as_object())
@@ -228,8 +228,9 @@ fn vocabulary_bytes(tokenizer_json: &str, n: usize) -> Result<Vec<Vec<u8>>, Conv
 
 /// GPT-2's reversible map from bytes to printable unicode characters.
 fn byte_to_unicode() -> Vec<char> {
-    let printable =
-        |b: u32| (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
+    let printable = |b: u32| {
+        (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b)
+    };
     let mut next_extra = 256u32;
     (0u32..256)
         .map(|b| {
@@ -261,11 +262,20 @@ fn openai_tensors(model: &Ct2Model, hp: &Hparams) -> Result<Vec<Tensor>, Convert
     take("encoder/conv1/bias", "encoder.conv1.bias")?;
     take("encoder/conv2/weight", "encoder.conv2.weight")?;
     take("encoder/conv2/bias", "encoder.conv2.bias")?;
-    take("encoder/position_encodings/encodings", "encoder.positional_embedding")?;
+    take(
+        "encoder/position_encodings/encodings",
+        "encoder.positional_embedding",
+    )?;
     take("encoder/layer_norm/gamma", "encoder.ln_post.weight")?;
     take("encoder/layer_norm/beta", "encoder.ln_post.bias")?;
-    take("decoder/embeddings/weight", "decoder.token_embedding.weight")?;
-    take("decoder/position_encodings/encodings", "decoder.positional_embedding")?;
+    take(
+        "decoder/embeddings/weight",
+        "decoder.token_embedding.weight",
+    )?;
+    take(
+        "decoder/position_encodings/encodings",
+        "decoder.positional_embedding",
+    )?;
     take("decoder/layer_norm/gamma", "decoder.ln.weight")?;
     take("decoder/layer_norm/beta", "decoder.ln.bias")?;
 
@@ -273,23 +283,71 @@ fn openai_tensors(model: &Ct2Model, hp: &Hparams) -> Result<Vec<Tensor>, Convert
         for i in 0..n_layers {
             let src = format!("{prefix}/layer_{i}");
             let dst = format!("{prefix}.blocks.{i}");
-            take(&format!("{src}/self_attention/linear_1/weight"), &format!("{dst}.attn.out.weight"))?;
-            take(&format!("{src}/self_attention/linear_1/bias"), &format!("{dst}.attn.out.bias"))?;
-            take(&format!("{src}/self_attention/layer_norm/gamma"), &format!("{dst}.attn_ln.weight"))?;
-            take(&format!("{src}/self_attention/layer_norm/beta"), &format!("{dst}.attn_ln.bias"))?;
-            take(&format!("{src}/ffn/linear_0/weight"), &format!("{dst}.mlp.0.weight"))?;
-            take(&format!("{src}/ffn/linear_0/bias"), &format!("{dst}.mlp.0.bias"))?;
-            take(&format!("{src}/ffn/linear_1/weight"), &format!("{dst}.mlp.2.weight"))?;
-            take(&format!("{src}/ffn/linear_1/bias"), &format!("{dst}.mlp.2.bias"))?;
-            take(&format!("{src}/ffn/layer_norm/gamma"), &format!("{dst}.mlp_ln.weight"))?;
-            take(&format!("{src}/ffn/layer_norm/beta"), &format!("{dst}.mlp_ln.bias"))?;
+            take(
+                &format!("{src}/self_attention/linear_1/weight"),
+                &format!("{dst}.attn.out.weight"),
+            )?;
+            take(
+                &format!("{src}/self_attention/linear_1/bias"),
+                &format!("{dst}.attn.out.bias"),
+            )?;
+            take(
+                &format!("{src}/self_attention/layer_norm/gamma"),
+                &format!("{dst}.attn_ln.weight"),
+            )?;
+            take(
+                &format!("{src}/self_attention/layer_norm/beta"),
+                &format!("{dst}.attn_ln.bias"),
+            )?;
+            take(
+                &format!("{src}/ffn/linear_0/weight"),
+                &format!("{dst}.mlp.0.weight"),
+            )?;
+            take(
+                &format!("{src}/ffn/linear_0/bias"),
+                &format!("{dst}.mlp.0.bias"),
+            )?;
+            take(
+                &format!("{src}/ffn/linear_1/weight"),
+                &format!("{dst}.mlp.2.weight"),
+            )?;
+            take(
+                &format!("{src}/ffn/linear_1/bias"),
+                &format!("{dst}.mlp.2.bias"),
+            )?;
+            take(
+                &format!("{src}/ffn/layer_norm/gamma"),
+                &format!("{dst}.mlp_ln.weight"),
+            )?;
+            take(
+                &format!("{src}/ffn/layer_norm/beta"),
+                &format!("{dst}.mlp_ln.bias"),
+            )?;
             if prefix == "decoder" {
-                take(&format!("{src}/attention/linear_0/weight"), &format!("{dst}.cross_attn.query.weight"))?;
-                take(&format!("{src}/attention/linear_0/bias"), &format!("{dst}.cross_attn.query.bias"))?;
-                take(&format!("{src}/attention/linear_2/weight"), &format!("{dst}.cross_attn.out.weight"))?;
-                take(&format!("{src}/attention/linear_2/bias"), &format!("{dst}.cross_attn.out.bias"))?;
-                take(&format!("{src}/attention/layer_norm/gamma"), &format!("{dst}.cross_attn_ln.weight"))?;
-                take(&format!("{src}/attention/layer_norm/beta"), &format!("{dst}.cross_attn_ln.bias"))?;
+                take(
+                    &format!("{src}/attention/linear_0/weight"),
+                    &format!("{dst}.cross_attn.query.weight"),
+                )?;
+                take(
+                    &format!("{src}/attention/linear_0/bias"),
+                    &format!("{dst}.cross_attn.query.bias"),
+                )?;
+                take(
+                    &format!("{src}/attention/linear_2/weight"),
+                    &format!("{dst}.cross_attn.out.weight"),
+                )?;
+                take(
+                    &format!("{src}/attention/linear_2/bias"),
+                    &format!("{dst}.cross_attn.out.bias"),
+                )?;
+                take(
+                    &format!("{src}/attention/layer_norm/gamma"),
+                    &format!("{dst}.cross_attn_ln.weight"),
+                )?;
+                take(
+                    &format!("{src}/attention/layer_norm/beta"),
+                    &format!("{dst}.cross_attn_ln.bias"),
+                )?;
             }
         }
     }
@@ -341,7 +399,10 @@ fn split_fused(
     let w = weight.to_f32()?;
     let b = bias.to_f32()?;
     if b.len() != rows * parts.len() {
-        return Err(ConvertError::Shape(format!("{prefix}/bias: {:?}", bias.dims)));
+        return Err(ConvertError::Shape(format!(
+            "{prefix}/bias: {:?}",
+            bias.dims
+        )));
     }
     for (k, name) in parts.iter().enumerate() {
         let Some(name) = name else { continue };
@@ -454,7 +515,10 @@ mod tests {
     fn vocabulary_decodes_byte_level_tokens_in_id_order() {
         let json = r#"{"model":{"vocab":{"Ġhello":1,"!":0,"Ċ":2,"<|endoftext|>":3}}}"#;
         let vocab = vocabulary_bytes(json, 3).unwrap();
-        assert_eq!(vocab, vec![b"!".to_vec(), b" hello".to_vec(), b"\n".to_vec()]);
+        assert_eq!(
+            vocab,
+            vec![b"!".to_vec(), b" hello".to_vec(), b"\n".to_vec()]
+        );
         assert!(vocabulary_bytes(json, 5).is_err());
     }
 
@@ -465,7 +529,10 @@ mod tests {
         let scale = half::f16::from_le_bytes([bytes[0], bytes[1]]).to_f32();
         for (q, v) in bytes[2..].iter().zip(&block) {
             let restored = (*q as i8) as f32 * scale;
-            assert!((restored - v).abs() <= scale * 0.5 + 1e-3, "{restored} vs {v}");
+            assert!(
+                (restored - v).abs() <= scale * 0.5 + 1e-3,
+                "{restored} vs {v}"
+            );
         }
         let zeros = quantize_q8_0(&[0.0; 32]);
         assert!(zeros.iter().all(|b| *b == 0));

@@ -68,7 +68,11 @@ mod tests {
             (79, 190, 0.002_232_055),
             (79, 192, 0.003_164_712),
         ] {
-            assert!((at(m, k) - expected).abs() < 1e-6, "[{m},{k}] = {}", at(m, k));
+            assert!(
+                (at(m, k) - expected).abs() < 1e-6,
+                "[{m},{k}] = {}",
+                at(m, k)
+            );
         }
         let total: f32 = w.iter().sum();
         assert!((total - 1.999_024_2).abs() < 1e-4, "sum {total}");

@@ -68,7 +68,12 @@ impl Server {
         let port = port_rx
             .recv_timeout(Duration::from_secs(30))
             .expect("the handler did not report a listening port");
-        let server = Server { child, port, stdout, stderr };
+        let server = Server {
+            child,
+            port,
+            stdout,
+            stderr,
+        };
         if wait_ready {
             server.wait_ready();
         }
@@ -90,10 +95,16 @@ impl Server {
                     return;
                 }
                 if !v["model"]["error"].is_null() {
-                    panic!("the model failed to load: {} (run `make model`)", v["model"]["error"]);
+                    panic!(
+                        "the model failed to load: {} (run `make model`)",
+                        v["model"]["error"]
+                    );
                 }
             }
-            assert!(Instant::now() < deadline, "the handler was not ready within 60 s");
+            assert!(
+                Instant::now() < deadline,
+                "the handler was not ready within 60 s"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -104,12 +115,17 @@ impl Server {
             .lock()
             .unwrap()
             .iter()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("log line is not JSON: {l}")))
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|_| panic!("log line is not JSON: {l}"))
+            })
             .collect()
     }
 
     /// Waits until a log event satisfies `predicate` (log lines are written after replies).
-    pub fn wait_for_event(&self, predicate: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    pub fn wait_for_event(
+        &self,
+        predicate: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(found) = self.log_events().into_iter().find(|e| predicate(e)) {
@@ -131,7 +147,10 @@ impl Server {
 
     /// Sends SIGTERM and returns the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         self.child.wait().expect("waiting for the handler")
     }
 }
@@ -176,14 +195,25 @@ pub fn cards() -> Vec<Utterance> {
 
 fn sphinx_set(dir: &str, transcripts: &str, file: impl Fn(&str) -> String) -> Vec<Utterance> {
     let base = Path::new(SPEECH_DIR).join(dir);
-    let text = std::fs::read_to_string(base.join(transcripts))
-        .unwrap_or_else(|_| panic!("{} missing: install pocketsphinx-testdata (make deps)", base.display()));
+    let text = std::fs::read_to_string(base.join(transcripts)).unwrap_or_else(|_| {
+        panic!(
+            "{} missing: install pocketsphinx-testdata (make deps)",
+            base.display()
+        )
+    });
     text.lines()
         .filter_map(|line| {
             let (words, id) = line.rsplit_once('(')?;
             let id = id.trim().trim_end_matches(')');
-            let reference = words.replace("<s>", "").replace("</s>", "").trim().to_string();
-            Some(Utterance { path: base.join(file(id)), reference })
+            let reference = words
+                .replace("<s>", "")
+                .replace("</s>", "")
+                .trim()
+                .to_string();
+            Some(Utterance {
+                path: base.join(file(id)),
+                reference,
+            })
         })
         .collect()
 }
@@ -193,7 +223,11 @@ pub fn normalise(text: &str) -> Vec<String> {
     let lowered = text.to_lowercase().replace('-', " ");
     lowered
         .split_whitespace()
-        .map(|w| w.chars().filter(|c| c.is_alphanumeric() || *c == '\'').collect::<String>())
+        .map(|w| {
+            w.chars()
+                .filter(|c| c.is_alphanumeric() || *c == '\'')
+                .collect::<String>()
+        })
         .filter(|w| !w.is_empty())
         .map(|w| match w.as_str() {
             "mr" => "mister".to_string(),
@@ -237,7 +271,12 @@ pub fn read_wav_i16(path: &Path) -> (u32, Vec<i16>) {
         let len = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().unwrap()) as usize;
         if id == b"data" {
             let data = &bytes[pos + 8..(pos + 8 + len).min(bytes.len())];
-            return (rate, data.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect());
+            return (
+                rate,
+                data.chunks_exact(2)
+                    .map(|b| i16::from_le_bytes([b[0], b[1]]))
+                    .collect(),
+            );
         }
         pos += 8 + len + (len & 1);
     }
@@ -256,7 +295,13 @@ pub enum WavFormat {
 
 /// Writes mono f32 samples as a WAV file in `format`, repeated over `channels`,
 /// optionally with a WAVE_FORMAT_EXTENSIBLE header.
-pub fn wav_bytes(samples: &[f32], rate: u32, channels: u16, format: WavFormat, extensible: bool) -> Vec<u8> {
+pub fn wav_bytes(
+    samples: &[f32],
+    rate: u32,
+    channels: u16,
+    format: WavFormat,
+    extensible: bool,
+) -> Vec<u8> {
     let (bits, tag): (u16, u16) = match format {
         WavFormat::U8 => (8, 1),
         WavFormat::I16 => (16, 1),
@@ -271,8 +316,12 @@ pub fn wav_bytes(samples: &[f32], rate: u32, channels: u16, format: WavFormat, e
             match format {
                 WavFormat::U8 => data.push(((s * 127.0) + 128.0).round() as u8),
                 WavFormat::I16 => data.extend_from_slice(&((s * 32767.0) as i16).to_le_bytes()),
-                WavFormat::I24 => data.extend_from_slice(&((s * 8_388_607.0) as i32).to_le_bytes()[..3]),
-                WavFormat::I32 => data.extend_from_slice(&((s as f64 * 2_147_483_647.0) as i32).to_le_bytes()),
+                WavFormat::I24 => {
+                    data.extend_from_slice(&((s * 8_388_607.0) as i32).to_le_bytes()[..3])
+                }
+                WavFormat::I32 => {
+                    data.extend_from_slice(&((s as f64 * 2_147_483_647.0) as i32).to_le_bytes())
+                }
                 WavFormat::F32 => data.extend_from_slice(&s.to_le_bytes()),
             }
         }
@@ -291,7 +340,9 @@ pub fn wav_bytes(samples: &[f32], rate: u32, channels: u16, format: WavFormat, e
         let mask: u32 = if channels == 1 { 0x4 } else { 0x3 };
         fmt.extend_from_slice(&mask.to_le_bytes());
         fmt.extend_from_slice(&tag.to_le_bytes());
-        fmt.extend_from_slice(&[0x00, 0x00, 0x00, 0x00, 0x10, 0x00, 0x80, 0x00, 0x00, 0xaa, 0x00, 0x38, 0x9b, 0x71]);
+        fmt.extend_from_slice(&[
+            0x00, 0x00, 0x00, 0x00, 0x10, 0x00, 0x80, 0x00, 0x00, 0xaa, 0x00, 0x38, 0x9b, 0x71,
+        ]);
     }
     let mut out = Vec::new();
     out.extend_from_slice(b"RIFF");

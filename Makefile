@@ -1,0 +1,53 @@
+# prepis — the two commands: `make run` (set up and serve on port 7071) and `make test`.
+
+MODEL ?= base
+PORT ?= 7071
+CARGO ?= cargo
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+HANDLER := $(TARGET_DIR)/release/handler
+export HANDLER
+
+# whisper.cpp's bindings are pre-generated in whisper-rs-sys; skip libclang.
+export WHISPER_DONT_GENERATE_BINDINGS := 1
+
+.PHONY: run test model build deps test-deps lint bench handler clean
+
+## Fetch the model if needed, then serve on $(PORT).
+run: build model
+	PORT=$(PORT) PREPIS_MODEL=$(MODEL) $(HANDLER)
+
+## Run the whole test suite (unit + black-box against the real binary and model).
+test: test-deps build
+	scripts/fetch-model.sh base
+	scripts/fetch-model.sh tiny.en
+	$(CARGO) test --release --all-targets
+
+## Fetch and convert the model named by MODEL (base or tiny.en).
+model: build
+	HANDLER=$(HANDLER) scripts/fetch-model.sh $(MODEL)
+
+build: deps
+	$(CARGO) build --release --bin handler
+
+deps:
+	scripts/install-deps.sh
+
+test-deps:
+	scripts/install-deps.sh --test
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --all-targets -- -D warnings
+
+## Latency/RTF/RSS against faster-whisper on the same audio and machine (see bench/README.md).
+bench: build
+	HANDLER=$(HANDLER) scripts/fetch-model.sh base
+	HANDLER=$(HANDLER) bench/run.sh
+
+## Copy the binary to the app root, where `func start` looks for it.
+handler: build
+	cp $(HANDLER) ./handler
+
+clean:
+	$(CARGO) clean
+	rm -f ./handler

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs the Debian packages prepis needs to build, fetch its model and run its tests,
+# if any is missing. Safe to run again; needs root (or sudo) only when something is missing.
+#
+#   scripts/install-deps.sh            build + run (cmake, g++, python3 with pip)
+#   scripts/install-deps.sh --test     also the test fixtures (real recorded speech)
+set -euo pipefail
+
+packages=(cmake g++ make python3 python3-pip)
+if [[ "${1:-}" == "--test" ]]; then
+  packages+=(pocketsphinx-testdata)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# python3/pip may come from elsewhere (pyenv); accept working commands instead of packages.
+filtered=()
+for p in "${missing[@]}"; do
+  case "$p" in
+    python3) command -v python3 >/dev/null || filtered+=("$p") ;;
+    python3-pip) python3 -m pip --version >/dev/null 2>&1 || filtered+=("$p") ;;
+    cmake) command -v cmake >/dev/null || filtered+=("$p") ;;
+    g++) command -v g++ >/dev/null || filtered+=("$p") ;;
+    make) command -v make >/dev/null || filtered+=("$p") ;;
+    *) filtered+=("$p") ;;
+  esac
+done
+if ((${#filtered[@]} == 0)); then
+  exit 0
+fi
+sudo=""
+[[ "$(id -u)" == 0 ]] || sudo="sudo"
+echo "install-deps: installing ${filtered[*]}"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${filtered[@]}" >/dev/null
