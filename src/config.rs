@@ -159,7 +159,7 @@ impl Config {
             max_audio_seconds,
             default_language,
             min_window_seconds,
-            log_filter: get("PREPIS_LOG").unwrap_or_else(|| "info".to_string()),
+            log_filter: get("PREPIS_LOG").unwrap_or_else(|| "info,whisper_rs=warn".to_string()),
         })
     }
 

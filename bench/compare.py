@@ -1,0 +1,284 @@
+#!/usr/bin/env python3
+"""prepis benchmarks, always against a baseline measured in the same run.
+
+  compare.py latency   prepis (HTTP, the real handler) vs faster-whisper (int8) on a
+                       2 s chunk, a 7 s utterance and a ~30 s file: p50/p95 latency,
+                       real-time factor, peak RSS, WER.
+  compare.py window    encoder-window floor sweep for prepis (PREPIS_MIN_WINDOW_SECONDS):
+                       WER and latency on short real utterances.
+
+Environment: HANDLER (handler binary), PREPIS_MODEL_DIR (models, with ct2-base/ for
+faster-whisper), BENCH_THREADS (default 2), BENCH_ROUNDS (default 10).
+Speech: Debian pocketsphinx-testdata and asterisk-core-sounds-en-wav.
+"""
+
+import io
+import json
+import os
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import wave
+from pathlib import Path
+
+SPHINX = Path("/usr/share/pocketsphinx/test/data")
+ASTERISK = Path("/usr/share/asterisk/sounds/en")
+ASTERISK_TEXT = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
+MODEL_DIR = Path(os.environ.get("PREPIS_MODEL_DIR", Path.home() / ".cache/prepis/models"))
+HANDLER = os.environ.get("HANDLER", "target/release/handler")
+THREADS = int(os.environ.get("BENCH_THREADS", "2"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "10"))
+
+NUMBERS = {str(i): w for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen twenty".split())}
+SPELLED = {"mr": "mister", "mrs": "missus", "ok": "okay"}
+
+
+def normalise(text):
+    words = re.sub(r"[^a-z0-9' ]", " ", text.lower().replace("-", " ")).split()
+    return [NUMBERS.get(w, SPELLED.get(w, w)) for w in words]
+
+
+def wer(refs, hyps):
+    errors = total = 0
+    for ref, hyp in zip(refs, hyps):
+        r, h = normalise(ref), normalise(hyp)
+        prev = list(range(len(h) + 1))
+        for i in range(1, len(r) + 1):
+            cur = [i] + [0] * len(h)
+            for j in range(1, len(h) + 1):
+                cur[j] = min(prev[j - 1] + (r[i - 1] != h[j - 1]), prev[j] + 1, cur[j - 1] + 1)
+            prev = cur
+        errors += prev[len(h)]
+        total += len(r)
+    return errors / max(total, 1)
+
+
+def read_wav(path):
+    with wave.open(str(path)) as w:
+        assert w.getsampwidth() == 2 and w.getnchannels() == 1, path
+        return w.getframerate(), w.readframes(w.getnframes())
+
+
+def wav_bytes(rate, pcm):
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm)
+    return buf.getvalue()
+
+
+def sphinx_set(folder, transcripts):
+    items = []
+    for line in (SPHINX / folder / transcripts).read_text().splitlines():
+        m = re.match(r"(.*)\((.*)\)\s*$", line)
+        if m:
+            text = m.group(1).replace("<s>", "").replace("</s>", "").strip()
+            items.append((SPHINX / folder / f"{m.group(2).strip()}.wav", text))
+    return items
+
+
+def latency_workload():
+    """(name, wav bytes, reference text or None) for the three sizes."""
+    librivox = sphinx_set("librivox", "transcription")
+    cards = sphinx_set("cards", "cards.transcription")
+    rate, first = read_wav(librivox[0][0])
+    chunk = first[: 2 * rate * 2]
+    pcm, refs = b"", []
+    for path, text in librivox + cards:
+        r, data = read_wav(path)
+        assert r == 16000
+        if len(pcm) + len(data) > 30 * 16000 * 2:
+            break
+        pcm += data
+        refs.append(text)
+    return [
+        ("2 s chunk", wav_bytes(rate, chunk), None),
+        ("7 s utterance", wav_bytes(rate, first), librivox[0][1]),
+        (f"{len(pcm) / 32000:.1f} s file", wav_bytes(16000, pcm), " ".join(refs)),
+    ]
+
+
+def short_utterances(limit=60):
+    """Real short utterances with transcripts: Asterisk prompts (8 kHz) and cards."""
+    import gzip
+    items = []
+    for line in gzip.open(ASTERISK_TEXT, "rt", errors="replace"):
+        m = re.match(r"^([\w-]+): (.+)$", line.strip())
+        if not m or "[" in m.group(2):
+            continue
+        path = ASTERISK / f"{m.group(1)}.wav"
+        if path.exists() and 3 <= len(normalise(m.group(2))) <= 20:
+            items.append((path, m.group(2)))
+    items = sorted(items)[:limit]
+    return items + sphinx_set("cards", "cards.transcription")
+
+
+class Handler:
+    """The real handler binary on a free port."""
+
+    def __init__(self, env):
+        full_env = dict(os.environ, PORT="0", **env)
+        full_env.pop("FUNCTIONS_CUSTOMHANDLER_PORT", None)
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen([HANDLER], env=full_env, stdout=subprocess.PIPE, text=True)
+        for line in self.proc.stdout:
+            event = json.loads(line)
+            if event.get("event") == "listening":
+                self.port = event["port"]
+                break
+        # Keep draining the log so that the handler never blocks on a full pipe.
+        threading.Thread(target=lambda: [None for _ in self.proc.stdout], daemon=True).start()
+        while True:
+            status = json.load(urllib.request.urlopen(self.url("/api/status")))
+            if status["ready"]:
+                break
+            if status["model"]["error"]:
+                raise SystemExit(status["model"]["error"])
+            time.sleep(0.01)
+        self.ready_after = time.monotonic() - self.started
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def transcribe(self, body):
+        request = urllib.request.Request(self.url("/api/transcribe"), data=body,
+                                         headers={"Content-Type": "audio/wav"})
+        start = time.perf_counter()
+        reply = json.load(urllib.request.urlopen(request))
+        return time.perf_counter() - start, reply["text"]
+
+    def peak_rss_mb(self):
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def run_prepis(workload, env):
+    handler = Handler(dict(env, PREPIS_THREADS=str(THREADS), PREPIS_WORKERS="1", PREPIS_LANGUAGE="en"))
+    cold = handler.ready_after
+    first, _ = handler.transcribe(workload[0][1])
+    results = {}
+    for name, body, _ in workload:
+        handler.transcribe(body)  # warm-up
+        times, text = [], ""
+        for _ in range(ROUNDS):
+            t, text = handler.transcribe(body)
+            times.append(t)
+        results[name] = (times, text)
+    rss = handler.peak_rss_mb()
+    handler.stop()
+    return results, rss, cold + first
+
+
+def fw_worker():
+    """Runs in its own process so that its peak RSS is its own."""
+    import numpy as np
+    from faster_whisper import WhisperModel
+    start = time.monotonic()
+    model = WhisperModel(str(MODEL_DIR / "ct2-base"), device="cpu", compute_type="int8",
+                         cpu_threads=THREADS, num_workers=1)
+    load = time.monotonic() - start
+    workload = latency_workload()
+    results = {}
+    for name, body, _ in workload:
+        _, pcm = read_wav_bytes(body)
+        audio = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
+
+        def once():
+            t = time.perf_counter()
+            segments, _ = model.transcribe(audio, language="en", beam_size=1, word_timestamps=True,
+                                           vad_filter=False, condition_on_previous_text=False)
+            text = " ".join(s.text.strip() for s in segments)
+            return time.perf_counter() - t, text
+
+        once()
+        times, text = [], ""
+        for _ in range(ROUNDS):
+            t, text = once()
+            times.append(t)
+        results[name] = (times, text)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"results": results, "rss": rss, "load": load}))
+
+
+def read_wav_bytes(body):
+    with wave.open(io.BytesIO(body)) as w:
+        return w.getframerate(), w.readframes(w.getnframes())
+
+
+def pct(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def latency():
+    workload = latency_workload()
+    prepis, prepis_rss, prepis_cold = run_prepis(workload, {})
+    fw_python = os.environ.get("FW_PYTHON", sys.executable)
+    out = subprocess.run([fw_python, __file__, "fw-worker"], check=True, capture_output=True, text=True,
+                         env=dict(os.environ, PREPIS_MODEL_DIR=str(MODEL_DIR)))
+    fw = json.loads(out.stdout.strip().splitlines()[-1])
+    lines = [
+        f"Whisper base, {THREADS} threads, {ROUNDS} rounds after a warm-up, {os.cpu_count()} cores; "
+        f"prepis over HTTP (decode included), faster-whisper 1.2.1 int8 in-process, greedy, word timestamps.",
+        "",
+        "| audio | engine | p50 s | p95 s | RTF (p50) | WER | peak RSS MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, body, ref in workload:
+        seconds = (len(body) - 44) / 32000
+        for engine, (times, text), rss in [("prepis", prepis[name], prepis_rss),
+                                            ("faster-whisper", fw["results"][name], fw["rss"])]:
+            score = f"{wer([ref], [text]) * 100:.1f} %" if ref else "–"
+            lines.append(f"| {name} | {engine} | {pct(times, .5):.3f} | {pct(times, .95):.3f} | "
+                         f"{pct(times, .5) / seconds:.3f} | {score} | {rss:.0f} |")
+    lines += ["", f"prepis cold start to first 2 s chunk served: {prepis_cold:.2f} s; "
+                  f"faster-whisper model load: {fw['load']:.2f} s."]
+    report("latency", lines)
+
+
+def window():
+    items = short_utterances()
+    floors = [float(f) for f in os.environ.get("BENCH_FLOORS", "3 5 7.5 10 15 30").split()]
+    lines = [f"{len(items)} short real utterances (Asterisk prompts at 8 kHz + cards), Whisper base, "
+             f"{THREADS} threads; WER and per-request latency by encoder-window floor.", "",
+             "| floor s | WER | p50 s | p95 s |", "|---|---|---|---|"]
+    bodies = [(wav_bytes(*read_wav(p)), ref) for p, ref in items]
+    for floor in floors:
+        handler = Handler({"PREPIS_MIN_WINDOW_SECONDS": str(floor), "PREPIS_THREADS": str(THREADS),
+                           "PREPIS_WORKERS": "1", "PREPIS_LANGUAGE": "en"})
+        times, hyps = [], []
+        for body, _ in bodies:
+            t, text = handler.transcribe(body)
+            times.append(t)
+            hyps.append(text)
+        handler.stop()
+        lines.append(f"| {floor:g} | {wer([r for _, r in bodies], hyps) * 100:.1f} % | "
+                     f"{pct(times, .5):.3f} | {pct(times, .95):.3f} |")
+    report("window", lines)
+
+
+def report(name, lines):
+    text = "\n".join(lines) + "\n"
+    print(text)
+    out = Path(__file__).resolve().parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"{name}.md").write_text(text)
+
+
+if __name__ == "__main__":
+    {"latency": latency, "window": window, "fw-worker": fw_worker}[sys.argv[1] if len(sys.argv) > 1 else "latency"]()

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs the benchmarks: prepis against faster-whisper on the same audio, in one run.
+#   bench/run.sh [latency|window]...   (default: latency window)
+# Installs the baseline (PyPI faster-whisper 1.2.1) and the speech fixtures (Debian) if needed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cache="${PREPIS_CACHE:-$HOME/.cache/prepis}"
+venv="$cache/bench-venv"
+if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c "import faster_whisper" 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet faster-whisper==1.2.1
+fi
+missing=()
+for p in pocketsphinx-testdata asterisk-core-sounds-en asterisk-core-sounds-en-wav; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+export HANDLER="${HANDLER:-target/release/handler}"
+export FW_PYTHON="$venv/bin/python"
+for what in "${@:-latency window}"; do
+  for w in $what; do "$venv/bin/python" bench/compare.py "$w"; done
+done
