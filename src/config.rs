@@ -18,7 +18,8 @@ pub struct Config {
     pub under_functions_host: bool,
     /// `PREPIS_MODEL`: a model name (`base`, `tiny.en`) or a path to a ggml file.
     pub model: String,
-    /// `PREPIS_MODEL_DIR`: where `make model` puts converted models.
+    /// `PREPIS_MODEL_DIR`: where `make model` puts converted models
+    /// (default `$PREPIS_CACHE/models`, `PREPIS_CACHE` defaulting to `~/.cache/prepis`).
     pub model_dir: PathBuf,
     /// `PREPIS_THREADS`: CPU threads used by one inference.
     pub threads_per_inference: usize,
@@ -140,11 +141,11 @@ impl Config {
         let model_dir = get("PREPIS_MODEL_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| {
-                let cache = get("XDG_CACHE_HOME")
-                    .map(PathBuf::from)
-                    .or_else(|| get("HOME").map(|h| PathBuf::from(h).join(".cache")))
-                    .unwrap_or_else(|| PathBuf::from(".cache"));
-                cache.join("prepis").join("models")
+                let cache = get("PREPIS_CACHE").map(PathBuf::from).unwrap_or_else(|| {
+                    let home = get("HOME").unwrap_or_else(|| ".".to_string());
+                    PathBuf::from(home).join(".cache").join("prepis")
+                });
+                cache.join("models")
             });
 
         Ok(Config {
@@ -252,6 +253,27 @@ mod tests {
         assert!(config(&[("PREPIS_LANGUAGE", "klingon")]).is_err());
         assert!(config(&[("PREPIS_MAX_AUDIO_SECONDS", "NaN")]).is_err());
         assert!(config(&[("PORT", "70000")]).is_err());
+    }
+
+    #[test]
+    fn model_dir_follows_the_cache_settings() {
+        let dir = |pairs: &[(&str, &str)]| config(pairs).unwrap().model_dir;
+        assert_eq!(
+            dir(&[("HOME", "/h")]),
+            PathBuf::from("/h/.cache/prepis/models")
+        );
+        assert_eq!(
+            dir(&[("HOME", "/h"), ("PREPIS_CACHE", "/c")]),
+            PathBuf::from("/c/models")
+        );
+        assert_eq!(
+            dir(&[("PREPIS_CACHE", "/c"), ("PREPIS_MODEL_DIR", "/m")]),
+            PathBuf::from("/m")
+        );
+        assert_eq!(
+            dir(&[("HOME", "/h"), ("PREPIS_MODEL_DIR", "")]),
+            PathBuf::from("/h/.cache/prepis/models")
+        );
     }
 
     #[test]

@@ -163,11 +163,14 @@ impl Drop for Server {
 
 /// The directory `make model` fills.
 pub fn model_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("PREPIS_MODEL_DIR") {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    if let Some(dir) = var("PREPIS_MODEL_DIR") {
         return PathBuf::from(dir);
     }
-    let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
-    PathBuf::from(home).join(".cache/prepis/models")
+    let cache = var("PREPIS_CACHE").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(var("HOME").unwrap_or_else(|| ".".into())).join(".cache/prepis")
+    });
+    cache.join("models")
 }
 
 pub fn client() -> reqwest::blocking::Client {
