@@ -8,6 +8,8 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
+use crate::context::{ContextKey, ContextKeys};
+
 /// Everything the service can be told, with its defaults documented in the README.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -36,6 +38,15 @@ pub struct Config {
     /// `PREPIS_MIN_WINDOW_SECONDS`: the smallest encoder window; shorter audio is encoded
     /// in a window of this size instead of Whisper's fixed 30 s (30 turns sizing off).
     pub min_window_seconds: f64,
+    /// `PREPIS_CONTEXT_KEY` (base64, 32 bytes) and `PREPIS_CONTEXT_KEY_PREVIOUS` (accepted
+    /// during a rotation): seal the context tokens. Absent: a random per-process key.
+    pub context_keys: ContextKeys,
+    /// True when no `PREPIS_CONTEXT_KEY` was given (fine for one process, wrong for several).
+    pub context_key_ephemeral: bool,
+    /// `PREPIS_CONTEXT_TTL_SECONDS`: the longest a stream may last before its tokens expire.
+    pub context_ttl_seconds: u64,
+    /// `PREPIS_MAX_CONTEXT_BYTES`: largest context token accepted.
+    pub max_context_bytes: usize,
     /// `PREPIS_LOG`: tracing filter (`info`, `debug`, `prepis=debug,warp=info`, …).
     pub log_filter: String,
 }
@@ -148,6 +159,26 @@ impl Config {
                 cache.join("models")
             });
 
+        let key = |name: &'static str| -> Result<Option<ContextKey>, ConfigError> {
+            get(name)
+                .map(|v| {
+                    ContextKey::from_base64(&v).map_err(|reason| ConfigError {
+                        name,
+                        value: "(hidden)".into(),
+                        reason: format!("{reason}; generate one with `openssl rand -base64 32`"),
+                    })
+                })
+                .transpose()
+        };
+        let current = key("PREPIS_CONTEXT_KEY")?;
+        let context_key_ephemeral = current.is_none();
+        let context_keys = ContextKeys {
+            current: current.unwrap_or_else(ContextKey::random),
+            previous: key("PREPIS_CONTEXT_KEY_PREVIOUS")?,
+        };
+        let context_ttl_seconds: u64 = number(&get, "PREPIS_CONTEXT_TTL_SECONDS", 12 * 3600)?;
+        let max_context_bytes: usize = number(&get, "PREPIS_MAX_CONTEXT_BYTES", 512 * 1024)?;
+
         Ok(Config {
             listen,
             under_functions_host,
@@ -160,6 +191,10 @@ impl Config {
             max_audio_seconds,
             default_language,
             min_window_seconds,
+            context_keys,
+            context_key_ephemeral,
+            context_ttl_seconds,
+            max_context_bytes,
             log_filter: get("PREPIS_LOG").unwrap_or_else(|| "info,whisper_rs=warn".to_string()),
         })
     }
@@ -273,6 +308,23 @@ mod tests {
         assert_eq!(
             dir(&[("HOME", "/h"), ("PREPIS_MODEL_DIR", "")]),
             PathBuf::from("/h/.cache/prepis/models")
+        );
+    }
+
+    #[test]
+    fn context_key_is_parsed_or_ephemeral_and_never_printed() {
+        let c = config(&[]).unwrap();
+        assert!(c.context_key_ephemeral);
+        let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+        let c = config(&[("PREPIS_CONTEXT_KEY", key)]).unwrap();
+        assert!(!c.context_key_ephemeral);
+        assert!(!format!("{c:?}").contains(key));
+        let err = config(&[("PREPIS_CONTEXT_KEY", "c2hvcnQ=")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("PREPIS_CONTEXT_KEY") && !err.contains("c2hvcnQ"),
+            "{err}"
         );
     }
 

@@ -7,10 +7,12 @@
 pub mod asr;
 pub mod audio;
 pub mod config;
+pub mod context;
 pub mod http;
 pub mod inference;
 pub mod metrics;
 pub mod model;
 pub mod server;
+pub mod stream;
 pub mod transcription;
 pub mod vad;

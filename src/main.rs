@@ -47,6 +47,14 @@ fn serve() -> ExitCode {
         }
     };
     init_logging(&config.log_filter);
+    if config.context_key_ephemeral {
+        tracing::warn!(
+            event = "context_key_ephemeral",
+            message = "PREPIS_CONTEXT_KEY is not set: context tokens are sealed with a random key of this \
+                       process only; streams break on a restart or when another instance serves them. \
+                       Set the same PREPIS_CONTEXT_KEY (openssl rand -base64 32) on every instance."
+        );
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

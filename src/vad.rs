@@ -24,27 +24,44 @@ impl SpeechActivity {
     }
 }
 
-/// Scores 16 kHz mono audio frame by frame.
-pub fn speech_activity(samples: &[f32]) -> SpeechActivity {
+/// Whether each 16 ms frame of 16 kHz mono audio is speech.
+fn speech_frames(samples: &[f32]) -> Vec<bool> {
     let mut detector = Detector::default();
     let mut frame = [0f32; FRAME];
-    let mut speech_frames = 0usize;
-    let mut frames = 0usize;
-    for chunk in samples.chunks(FRAME) {
-        frame.fill(0.0);
-        for (dst, src) in frame.iter_mut().zip(chunk) {
-            *dst = src.clamp(-1.0, 1.0);
-        }
-        if detector.predict_f32(&frame) > SPEECH_SCORE {
-            speech_frames += 1;
-        }
-        frames += 1;
-    }
-    let seconds = |n: usize| (n * FRAME) as f64 / 16_000.0;
+    samples
+        .chunks(FRAME)
+        .map(|chunk| {
+            frame.fill(0.0);
+            for (dst, src) in frame.iter_mut().zip(chunk) {
+                *dst = src.clamp(-1.0, 1.0);
+            }
+            detector.predict_f32(&frame) > SPEECH_SCORE
+        })
+        .collect()
+}
+
+fn frames_to_seconds(frames: usize) -> f64 {
+    (frames * FRAME) as f64 / 16_000.0
+}
+
+/// How much of 16 kHz mono audio is speech.
+pub fn speech_activity(samples: &[f32]) -> SpeechActivity {
+    let frames = speech_frames(samples);
     SpeechActivity {
-        speech_seconds: seconds(speech_frames),
-        total_seconds: seconds(frames),
+        speech_seconds: frames_to_seconds(frames.iter().filter(|s| **s).count()),
+        total_seconds: frames_to_seconds(frames.len()),
     }
+}
+
+/// Seconds of non-speech frames at the end of the audio.
+pub fn trailing_silence_seconds(samples: &[f32]) -> f64 {
+    frames_to_seconds(
+        speech_frames(samples)
+            .iter()
+            .rev()
+            .take_while(|s| !**s)
+            .count(),
+    )
 }
 
 #[cfg(test)]
@@ -58,5 +75,6 @@ mod tests {
             .map(|i| (2.0 * std::f32::consts::PI * 50.0 * i as f32 / 16_000.0).sin() * 0.3)
             .collect();
         assert!(!speech_activity(&hum).has_speech(0.2));
+        assert!((trailing_silence_seconds(&vec![0.0; 16_000]) - 1.0).abs() < 0.02);
     }
 }

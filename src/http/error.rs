@@ -6,6 +6,7 @@ use warp::http::StatusCode;
 
 use crate::asr::AsrError;
 use crate::audio::AudioError;
+use crate::context::TokenError;
 use crate::inference::InferenceError;
 
 /// An error as the client sees it.
@@ -121,6 +122,21 @@ impl From<InferenceError> for ApiError {
     }
 }
 
+impl From<TokenError> for ApiError {
+    fn from(e: TokenError) -> Self {
+        let message = e.to_string();
+        match e {
+            TokenError::Malformed => Self::bad_request("context_malformed", message),
+            TokenError::Version(_) => Self::bad_request("context_version", message),
+            TokenError::Forged => Self::bad_request("context_invalid", message),
+            TokenError::Expired => Self::new(StatusCode::GONE, "context_expired", message),
+            TokenError::TooLarge(_) => {
+                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "context_too_large", message)
+            }
+        }
+    }
+}
+
 impl From<AsrError> for ApiError {
     fn from(_: AsrError) -> Self {
         Self::new(
@@ -146,6 +162,8 @@ mod tests {
             (InferenceError::NotReady.into(), 503, Some(2)),
             (InferenceError::Overloaded.into(), 429, Some(1)),
             (ApiError::body_too_large(10), 413, None),
+            (TokenError::Forged.into(), 400, None),
+            (TokenError::Expired.into(), 410, None),
         ];
         for (error, status, retry) in cases {
             assert_eq!(error.status.as_u16(), status, "{error:?}");

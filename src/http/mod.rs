@@ -50,6 +50,8 @@ struct Incoming {
     content_length: Option<usize>,
     /// `X-Azure-Functions-InvocationId`, carried into every log line of the request.
     invocation_id: Option<String>,
+    /// `X-Prepis-Context`: the context token for raw-body requests.
+    context: Option<String>,
 }
 
 /// The whole route tree: one filter that extracts, one function that dispatches.
@@ -85,6 +87,7 @@ pub fn routes(app: Arc<App>) -> warp::filters::BoxedFilter<(Response,)> {
                                     .take(64)
                                     .collect()
                             }),
+                        context: text(header::HeaderName::from_static("x-prepis-context")),
                     };
                     dispatch(&app, incoming, body).await
                 }

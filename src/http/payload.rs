@@ -26,6 +26,8 @@ pub struct EnvelopeRequest {
     pub query: QueryOptions,
     /// The body bytes, base64-decoded where the host encoded them.
     pub body: Bytes,
+    /// The `X-Prepis-Context` header, if any.
+    pub context: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -126,10 +128,12 @@ pub fn parse(body: &[u8]) -> Result<EnvelopeRequest, ApiError> {
             ),
         ));
     };
+    let context = header(req, "x-prepis-context");
     Ok(EnvelopeRequest {
         content_type,
         query,
         body,
+        context,
     })
 }
 

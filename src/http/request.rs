@@ -22,6 +22,10 @@ pub struct TranscribeRequest {
     pub audio_type: Option<String>,
     /// Requested language (`auto` or absent: detect).
     pub language: Option<String>,
+    /// The context token from the previous response.
+    pub context: Option<String>,
+    /// Whether this is the stream's last chunk (commit everything).
+    pub last: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -32,6 +36,10 @@ struct JsonRequest {
     language: Option<String>,
     #[serde(default)]
     format: Option<String>,
+    #[serde(default)]
+    context: Option<String>,
+    #[serde(default, rename = "final")]
+    last: Option<bool>,
 }
 
 /// Options that may come from the query string.
@@ -39,6 +47,9 @@ struct JsonRequest {
 pub struct QueryOptions {
     pub language: Option<String>,
     pub format: Option<String>,
+    pub context: Option<String>,
+    /// `final`: raw text, checked when the request is assembled.
+    pub last: Option<String>,
 }
 
 impl QueryOptions {
@@ -61,6 +72,8 @@ impl QueryOptions {
             match name.as_str() {
                 "language" => options.language = Some(value),
                 "format" => options.format = Some(value),
+                "context" => options.context = Some(value),
+                "final" => options.last = Some(value),
                 _ => {}
             }
         }
@@ -89,11 +102,17 @@ pub async fn parse_transcribe(
         _ => TranscribeRequest {
             audio: body,
             audio_type: content_type.map(str::to_string),
-            language: None,
+            ..TranscribeRequest::default()
         },
     };
     if request.language.is_none() {
         request.language = query.language.clone();
+    }
+    if request.context.is_none() {
+        request.context = query.context.clone();
+    }
+    if request.last.is_none() {
+        request.last = query.last.as_deref().map(parse_bool).transpose()?;
     }
     if let Some(format) = &query.format {
         if essence != "application/json" || request.audio_type.is_none() {
@@ -134,6 +153,8 @@ fn parse_json(body: &[u8]) -> Result<TranscribeRequest, ApiError> {
         audio: Bytes::from(audio),
         audio_type: parsed.format,
         language: parsed.language,
+        context: parsed.context,
+        last: parsed.last,
     })
 }
 
@@ -163,6 +184,8 @@ async fn parse_multipart(content_type: &str, body: Bytes) -> Result<TranscribeRe
             }
             Some("language") => request.language = Some(text_field(field).await?),
             Some("format") => request.audio_type = Some(text_field(field).await?),
+            Some("context") => request.context = Some(text_field(field).await?),
+            Some("final") => request.last = Some(parse_bool(&text_field(field).await?)?),
             _ => {
                 field.bytes().await.map_err(broken)?;
             }
@@ -175,6 +198,18 @@ async fn parse_multipart(content_type: &str, body: Bytes) -> Result<TranscribeRe
         ));
     }
     Ok(request)
+}
+
+/// `true`/`false` (also `1`/`0`, `yes`/`no`).
+fn parse_bool(text: &str) -> Result<bool, ApiError> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        other => Err(ApiError::bad_request(
+            "invalid_parameter",
+            format!("final={other:?}: use true or false"),
+        )),
+    }
 }
 
 async fn text_field(field: multer::Field<'_>) -> Result<String, ApiError> {
@@ -271,6 +306,34 @@ mod tests {
             let e = parse_transcribe(Some("application/json"), &QueryOptions::default(), Bytes::from(bad.to_vec())).await.unwrap_err();
             assert_eq!(e.code, code, "{}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[tokio::test]
+    async fn context_and_final_come_from_any_shape() {
+        let (ct, body) = multipart(&[
+            ("context", None, b"tok"),
+            ("final", None, b"true"),
+            ("audio_file", Some("audio/wav"), b"RIFF"),
+        ]);
+        let r = parse_transcribe(Some(&ct), &QueryOptions::default(), body)
+            .await
+            .unwrap();
+        assert_eq!((r.context.as_deref(), r.last), (Some("tok"), Some(true)));
+        let body = Bytes::from_static(br#"{"audio":"UklGRg==","context":"t2","final":false}"#);
+        let r = parse_transcribe(Some("application/json"), &QueryOptions::default(), body)
+            .await
+            .unwrap();
+        assert_eq!((r.context.as_deref(), r.last), (Some("t2"), Some(false)));
+        let q = QueryOptions::parse("final=0&context=t3").unwrap();
+        let r = parse_transcribe(Some("audio/wav"), &q, Bytes::from_static(b"RIFF"))
+            .await
+            .unwrap();
+        assert_eq!((r.context.as_deref(), r.last), (Some("t3"), Some(false)));
+        let q = QueryOptions::parse("final=maybe").unwrap();
+        let e = parse_transcribe(Some("audio/wav"), &q, Bytes::from_static(b"RIFF"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, "invalid_parameter");
     }
 
     #[tokio::test]

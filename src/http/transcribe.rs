@@ -11,11 +11,13 @@ use warp::reply::Response;
 use super::error::ApiError;
 use super::request::{parse_transcribe, QueryOptions};
 use super::{envelope_response, error_response, json_response, payload, round3, App, Incoming};
-use crate::asr::{self, DecodeOptions, Word};
+use crate::asr;
 use crate::audio::{self, DecodeLimits};
-use crate::transcription::transcribe_chunk;
+use crate::context::token;
+use crate::stream::agreement::TimedWord;
+use crate::stream::{join_words, process_chunk, ChunkOptions, StreamPolicy, StreamState};
 
-/// One segment of the response.
+/// One final segment of the response (stream time, seconds).
 #[derive(Debug, Serialize)]
 struct SegmentOut {
     text: String,
@@ -25,6 +27,9 @@ struct SegmentOut {
     speaker: Option<u32>,
     confidence: f64,
     words: Vec<WordOut>,
+    /// Always true: segments in `results` are committed and never revised.
+    #[serde(rename = "final")]
+    is_final: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -35,14 +40,36 @@ struct WordOut {
     probability: f64,
 }
 
+/// The current unconfirmed text, replaced by the next response.
+#[derive(Debug, Serialize)]
+struct PartialOut {
+    text: String,
+    start: f64,
+    end: f64,
+}
+
+/// Where the stream stands after this request.
+#[derive(Debug, Serialize)]
+struct StreamOut {
+    id: String,
+    seq: u64,
+    committed_until: f64,
+    received_until: f64,
+}
+
 /// The response body of a successful transcription.
 #[derive(Debug, Serialize)]
 struct TranscribeResponse {
+    /// Final segments committed by this request.
     results: Vec<SegmentOut>,
-    /// All segment texts joined by spaces.
+    /// The texts of `results` joined by spaces.
     text: String,
+    partial: Option<PartialOut>,
+    /// The token to send with the next chunk of this stream.
+    context: String,
+    stream: StreamOut,
     language: Option<String>,
-    /// Seconds of audio decoded from the request.
+    /// Seconds of audio decoded from this request.
     duration: f64,
     processing_ms: u64,
     model: String,
@@ -56,17 +83,26 @@ struct Outcome {
     format: &'static str,
     duration: f64,
     segments: usize,
-    speech_seconds: f64,
+    context_bytes: usize,
+    whisper_ran: bool,
 }
 
 /// Forwarded HTTP (and container mode): the response is the HTTP response.
 pub async fn forwarded(app: &App, incoming: &Incoming, body: Bytes) -> Response {
-    let query = match QueryOptions::parse(&incoming.query) {
-        Ok(q) => q,
-        Err(e) => return finish(app, incoming, Err(e), Instant::now(), false),
-    };
     let started = Instant::now();
-    let result = handle(app, incoming.content_type.as_deref(), &query, body).await;
+    let result = match QueryOptions::parse(&incoming.query) {
+        Ok(query) => {
+            handle(
+                app,
+                incoming.content_type.as_deref(),
+                incoming.context.clone(),
+                &query,
+                body,
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
     finish(app, incoming, result, started, false)
 }
 
@@ -75,11 +111,14 @@ pub async fn payload_mode(app: &App, incoming: &Incoming, envelope: &[u8]) -> Re
     let started = Instant::now();
     let result = match payload::parse(envelope) {
         Ok(req) => {
-            if req.body.len() > app.config.max_body_bytes {
-                Err(ApiError::body_too_large(app.config.max_body_bytes))
-            } else {
-                handle(app, req.content_type.as_deref(), &req.query, req.body).await
-            }
+            handle(
+                app,
+                req.content_type.as_deref(),
+                req.context,
+                &req.query,
+                req.body,
+            )
+            .await
         }
         Err(e) => Err(e),
     };
@@ -89,6 +128,7 @@ pub async fn payload_mode(app: &App, incoming: &Incoming, envelope: &[u8]) -> Re
 async fn handle(
     app: &App,
     content_type: Option<&str>,
+    context_header: Option<String>,
     query: &QueryOptions,
     body: Bytes,
 ) -> Result<(TranscribeResponse, Outcome), ApiError> {
@@ -97,6 +137,32 @@ async fn handle(
     }
     let request = parse_transcribe(content_type, query, body).await?;
     let language = requested_language(app, request.language.as_deref())?;
+    let context = request
+        .context
+        .clone()
+        .or(context_header)
+        .filter(|c| !c.trim().is_empty());
+    let now = unix_now();
+    let (state, issued_at) = match &context {
+        Some(token) => {
+            let opened = token::open(
+                &app.config.context_keys,
+                token,
+                now,
+                app.config.max_context_bytes,
+            )?;
+            (opened.state, opened.issued_at)
+        }
+        None => (
+            StreamState {
+                id: random_id(),
+                ..StreamState::default()
+            },
+            now,
+        ),
+    };
+    // Without a context a request is a whole utterance unless the client says otherwise.
+    let last = request.last.unwrap_or(context.is_none());
     let limits = DecodeLimits {
         max_seconds: app.config.max_audio_seconds,
     };
@@ -104,42 +170,90 @@ async fn handle(
     let bytes = request.audio.len();
     let job = app.inference.run(move |engine| {
         let audio = audio::decode_chunk(&request.audio, request.audio_type.as_deref(), limits)?;
-        let options = DecodeOptions {
-            language,
-            prompt: None,
-        };
-        let transcript = transcribe_chunk(engine, &audio.samples, &options).map_err(|e| {
+        let options = ChunkOptions { last, language };
+        let (state, outcome) = process_chunk(
+            engine,
+            state,
+            &audio.samples,
+            &options,
+            &StreamPolicy::default(),
+        )
+        .map_err(|e| {
             tracing::error!(event = "inference_error", error = %e);
             ApiError::from(e)
         })?;
-        Ok::<_, ApiError>((audio, transcript, engine.info().name.clone()))
+        Ok::<_, ApiError>((audio, state, outcome, engine.info().name.clone()))
     });
-    let (audio, transcript, model) = job.await??;
+    let (audio, state, outcome, model) = job.await??;
     let processing_ms = started.elapsed().as_millis() as u64;
 
-    let results: Vec<SegmentOut> = transcript.segments.iter().map(segment_out).collect();
+    let sealed = token::seal(
+        &app.config.context_keys.current,
+        issued_at,
+        issued_at.saturating_add(app.config.context_ttl_seconds),
+        &state,
+    );
+    let results: Vec<SegmentOut> = outcome
+        .segments
+        .iter()
+        .map(|s| segment_out(&s.words))
+        .collect();
     let text = results
         .iter()
         .map(|s| s.text.as_str())
         .collect::<Vec<_>>()
         .join(" ");
-    let outcome = Outcome {
+    let partial = (!outcome.partial.is_empty()).then(|| PartialOut {
+        text: join_words(&outcome.partial),
+        start: ms_to_s(outcome.partial[0].start_ms),
+        end: ms_to_s(outcome.partial[outcome.partial.len() - 1].end_ms),
+    });
+    let summary = Outcome {
         bytes,
         format: audio.format,
         duration: audio.duration(),
         segments: results.len(),
-        speech_seconds: transcript.speech_seconds,
+        context_bytes: sealed.len(),
+        whisper_ran: outcome.recognised,
     };
     let response = TranscribeResponse {
         results,
         text,
-        language: transcript.language,
+        partial,
+        context: sealed,
+        stream: StreamOut {
+            id: format!("{:016x}", state.id),
+            seq: state.seq,
+            committed_until: samples_to_s(state.committed_until),
+            received_until: samples_to_s(state.received_until),
+        },
+        language: state.language.clone(),
         duration: round3(audio.duration()),
         processing_ms,
         model,
         warnings: audio.warnings,
     };
-    Ok((response, outcome))
+    Ok((response, summary))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn random_id() -> u64 {
+    let mut bytes = [0u8; 8];
+    getrandom::getrandom(&mut bytes).unwrap_or_default();
+    u64::from_le_bytes(bytes)
+}
+
+fn ms_to_s(ms: u64) -> f64 {
+    ms as f64 / 1000.0
+}
+
+fn samples_to_s(samples: u64) -> f64 {
+    round3(samples as f64 / 16_000.0)
 }
 
 /// `None` = detect. Unknown codes, and non-English on an English-only model, are refused.
@@ -187,8 +301,10 @@ fn finish(
                 bytes = outcome.bytes,
                 format = outcome.format,
                 duration_s = round3(outcome.duration),
-                speech_s = round3(outcome.speech_seconds),
                 segments = outcome.segments,
+                whisper_ran = outcome.whisper_ran,
+                context_bytes = outcome.context_bytes,
+                seq = response.stream.seq,
                 language = response.language.as_deref().unwrap_or(""),
                 processing_ms = response.processing_ms,
                 warnings = response.warnings.len(),
@@ -222,22 +338,28 @@ fn finish(
     }
 }
 
-fn segment_out(segment: &asr::Segment) -> SegmentOut {
+fn segment_out(words: &[TimedWord]) -> SegmentOut {
+    let confidence = words
+        .iter()
+        .map(|w| w.probability_milli as f64)
+        .sum::<f64>()
+        / words.len().max(1) as f64
+        / 1000.0;
     SegmentOut {
-        text: segment.text.clone(),
-        start: round3(segment.start),
-        end: round3(segment.end),
+        text: join_words(words),
+        start: words.first().map_or(0.0, |w| ms_to_s(w.start_ms)),
+        end: words.last().map_or(0.0, |w| ms_to_s(w.end_ms)),
         speaker: None,
-        confidence: round3(segment.confidence as f64),
-        words: segment.words.iter().map(word_out).collect(),
-    }
-}
-
-fn word_out(word: &Word) -> WordOut {
-    WordOut {
-        word: word.word.clone(),
-        start: round3(word.start),
-        end: round3(word.end),
-        probability: round3(word.probability as f64),
+        confidence: round3(confidence),
+        words: words
+            .iter()
+            .map(|w| WordOut {
+                word: w.text.clone(),
+                start: ms_to_s(w.start_ms),
+                end: ms_to_s(w.end_ms),
+                probability: w.probability_milli as f64 / 1000.0,
+            })
+            .collect(),
+        is_final: true,
     }
 }

@@ -1,0 +1,129 @@
+//! LocalAgreement-2 on words: a word becomes final once two consecutive passes over the
+//! growing window agree on it (and on everything before it), unless it ends inside the
+//! guard band at the window's end, where Whisper still changes its mind.
+
+use serde::{Deserialize, Serialize};
+
+/// A recognised word in stream time (milliseconds from the stream's first sample).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimedWord {
+    pub text: String,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    /// Probability in 1/1000 (kept integral so that tokens stay compact and exact).
+    pub probability_milli: u16,
+}
+
+/// Words compare by their letters and digits, case-insensitively.
+pub fn normalise(word: &str) -> String {
+    word.chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// Two passes agree on a word when its text matches and it starts at about the same time.
+const SAME_WORD_TOLERANCE_MS: u64 = 1_500;
+
+/// Number of leading words of `current` confirmed by `previous` (the longest common prefix).
+pub fn agreed_prefix(previous: &[TimedWord], current: &[TimedWord]) -> usize {
+    previous
+        .iter()
+        .zip(current)
+        .take_while(|(a, b)| {
+            normalise(&a.text) == normalise(&b.text)
+                && a.start_ms.abs_diff(b.start_ms) <= SAME_WORD_TOLERANCE_MS
+        })
+        .count()
+}
+
+/// Drops words of a new pass that repeat what is already committed: words that start
+/// before the committed time (minus a little slack), then a leading run of up to five
+/// words equal to the last committed words (Whisper re-hearing the cut-off end of a word).
+pub fn drop_committed(
+    words: Vec<TimedWord>,
+    committed_until_ms: u64,
+    last_committed: &[String],
+) -> Vec<TimedWord> {
+    let mut words: Vec<TimedWord> = words
+        .into_iter()
+        .filter(|w| w.start_ms + 100 >= committed_until_ms)
+        .collect();
+    let near_cut = |w: &TimedWord| w.start_ms < committed_until_ms + 1_000;
+    for n in (1..=5.min(last_committed.len()).min(words.len())).rev() {
+        let tail = &last_committed[last_committed.len() - n..];
+        let head: Vec<String> = words[..n].iter().map(|w| normalise(&w.text)).collect();
+        if near_cut(&words[0]) && head == tail {
+            words.drain(..n);
+            break;
+        }
+    }
+    words
+}
+
+/// How many words of `current` to commit now.
+pub fn words_to_commit(
+    previous: &[TimedWord],
+    current: &[TimedWord],
+    window_end_ms: u64,
+    guard_ms: u64,
+    commit_all: bool,
+) -> usize {
+    if commit_all {
+        return current.len();
+    }
+    let agreed = agreed_prefix(previous, current);
+    current[..agreed]
+        .iter()
+        .take_while(|w| w.end_ms + guard_ms <= window_end_ms)
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(spec: &[(&str, u64)]) -> Vec<TimedWord> {
+        spec.iter()
+            .map(|(t, s)| TimedWord {
+                text: t.to_string(),
+                start_ms: *s,
+                end_ms: s + 300,
+                probability_milli: 900,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn commits_the_agreed_prefix_outside_the_guard_band() {
+        let previous = words(&[("Hello", 0), ("world,", 400), ("how", 800)]);
+        let current = words(&[("hello", 50), ("world", 420), ("who", 800), ("are", 1200)]);
+        assert_eq!(agreed_prefix(&previous, &current), 2);
+        assert_eq!(words_to_commit(&previous, &current, 2000, 500, false), 2);
+        // The second word ends at 720 ms: inside a guard band ending at 1100 ms it waits.
+        assert_eq!(words_to_commit(&previous, &current, 1100, 500, false), 1);
+        assert_eq!(words_to_commit(&previous, &current, 1100, 500, true), 4);
+        assert_eq!(words_to_commit(&[], &current, 5000, 500, false), 0);
+    }
+
+    #[test]
+    fn same_text_far_apart_in_time_is_not_agreement() {
+        let previous = words(&[("yes", 0)]);
+        let current = words(&[("yes", 4000)]);
+        assert_eq!(agreed_prefix(&previous, &current), 0);
+    }
+
+    #[test]
+    fn words_already_committed_are_dropped() {
+        let last = vec!["to".to_string(), "do".to_string()];
+        let current = words(&[("old", 500), ("do", 2050), ("for", 2400), ("them", 2700)]);
+        let kept = drop_committed(current, 2000, &last);
+        assert_eq!(
+            kept.iter().map(|w| w.text.as_str()).collect::<Vec<_>>(),
+            ["for", "them"]
+        );
+        // A repeat far from the cut is real speech, not an echo.
+        let later = words(&[("do", 5000)]);
+        assert_eq!(drop_committed(later, 2000, &last).len(), 1);
+    }
+}
