@@ -6,6 +6,7 @@
 
 pub mod asr;
 pub mod audio;
+pub mod client;
 pub mod config;
 pub mod context;
 pub mod http;

@@ -13,6 +13,10 @@ prepis handler: stateless live transcription (Whisper) for Azure Functions and c
 
 USAGE:
     handler                       serve the API (configured by environment variables, see README)
+    handler stream FILE|- [--url URL[,URL…]] [--chunk 2] [--language en] [--format text|json]
+                   [--realtime] [--key KEY]
+                                  stream an audio file (WAV, or raw s16le 16 kHz on stdin) to the
+                                  service in chunks, echoing the context; prints final text
     handler convert-model CT2_DIR OUT.bin [--type q8_0|f16|f32]
                                   convert a CTranslate2 Whisper model to ggml
     handler --help | --version
@@ -23,6 +27,7 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         None | Some("serve") => serve(),
         Some("convert-model") => convert(&args[1..]),
+        Some("stream") => stream(&args[1..]),
         Some("--version") | Some("-V") => {
             println!("handler {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
@@ -166,4 +171,133 @@ fn convert(args: &[String]) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn stream(args: &[String]) -> ExitCode {
+    use prepis::audio::{decode_chunk, DecodeLimits};
+    use prepis::client::{stream_samples, StreamOptions};
+
+    let mut options = StreamOptions::default();
+    let mut file = None;
+    let mut json = false;
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        let mut value = |name: &str| {
+            iter.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        let parsed: Result<(), String> = match arg.as_str() {
+            "--url" => value("--url").map(|v| {
+                options.urls = v.split(',').map(|u| transcribe_url(u.trim())).collect();
+            }),
+            "--chunk" => value("--chunk").and_then(|v| {
+                let seconds: f64 = v
+                    .trim_end_matches('s')
+                    .parse()
+                    .map_err(|_| format!("--chunk {v:?}"))?;
+                if !(0.1..=30.0).contains(&seconds) {
+                    return Err("--chunk must be between 0.1 and 30 seconds".into());
+                }
+                options.chunk_seconds = seconds;
+                Ok(())
+            }),
+            "--language" => value("--language").map(|v| options.language = Some(v)),
+            "--key" => value("--key").map(|v| options.key = Some(v)),
+            "--format" => value("--format").and_then(|v| match v.as_str() {
+                "json" => {
+                    json = true;
+                    Ok(())
+                }
+                "text" => Ok(()),
+                other => Err(format!("--format {other:?}: text or json")),
+            }),
+            "--realtime" => {
+                options.realtime = true;
+                Ok(())
+            }
+            other if file.is_none() && !other.starts_with("--") || other == "-" => {
+                file = Some(other.to_string());
+                Ok(())
+            }
+            other => Err(format!("unknown option {other:?}")),
+        };
+        if let Err(e) = parsed {
+            eprintln!("{e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    }
+    let Some(file) = file else {
+        eprintln!("stream: which file?\n\n{USAGE}");
+        return ExitCode::from(2);
+    };
+    let bytes = if file == "-" {
+        let mut buf = Vec::new();
+        if let Err(e) = std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf) {
+            eprintln!("reading stdin: {e}");
+            return ExitCode::FAILURE;
+        }
+        buf
+    } else {
+        match std::fs::read(&file) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("{file}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    let audio = match decode_chunk(
+        &bytes,
+        Some("audio/pcm;rate=16000"),
+        DecodeLimits {
+            max_seconds: 24.0 * 3600.0,
+        },
+    ) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{file}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = stream_samples(&audio.samples, &options, |reply| {
+        if json {
+            println!("{}", reply.body);
+            return;
+        }
+        for segment in reply.body["results"].as_array().into_iter().flatten() {
+            println!(
+                "[{} - {}] {}",
+                clock(segment["start"].as_f64().unwrap_or(0.0)),
+                clock(segment["end"].as_f64().unwrap_or(0.0)),
+                segment["text"].as_str().unwrap_or("")
+            );
+        }
+    });
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("stream failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Accepts a base URL (`http://host:7071`) or the full transcribe URL.
+fn transcribe_url(url: &str) -> String {
+    if url.contains("/transcribe") {
+        url.to_string()
+    } else {
+        format!("{}/api/transcribe", url.trim_end_matches('/'))
+    }
+}
+
+fn clock(seconds: f64) -> String {
+    let total_ms = (seconds * 1000.0).round() as u64;
+    format!(
+        "{:02}:{:02}.{:03}",
+        total_ms / 60_000,
+        total_ms / 1000 % 60,
+        total_ms % 1000
+    )
 }

@@ -38,8 +38,9 @@ pub fn agreed_prefix(previous: &[TimedWord], current: &[TimedWord]) -> usize {
 }
 
 /// Drops words of a new pass that repeat what is already committed: words that start
-/// before the committed time (minus a little slack), then a leading run of up to five
-/// words equal to the last committed words (Whisper re-hearing the cut-off end of a word).
+/// before the committed time (minus a little slack), then, near the cut, a run of up to
+/// five words equal to the last committed words, possibly after one or two stray words
+/// (Whisper re-hearing the cut-off end of a word: "…a woman | or a woman he…").
 pub fn drop_committed(
     words: Vec<TimedWord>,
     committed_until_ms: u64,
@@ -49,13 +50,23 @@ pub fn drop_committed(
         .into_iter()
         .filter(|w| w.start_ms + 100 >= committed_until_ms)
         .collect();
-    let near_cut = |w: &TimedWord| w.start_ms < committed_until_ms + 1_000;
-    for n in (1..=5.min(last_committed.len()).min(words.len())).rev() {
-        let tail = &last_committed[last_committed.len() - n..];
-        let head: Vec<String> = words[..n].iter().map(|w| normalise(&w.text)).collect();
-        if near_cut(&words[0]) && head == tail {
-            words.drain(..n);
-            break;
+    let near_cut = |w: &TimedWord| w.start_ms < committed_until_ms + 1_500;
+    for skip in 0..=2usize {
+        let longest = 5
+            .min(last_committed.len())
+            .min(words.len().saturating_sub(skip));
+        // After stray words, demand at least two matching words.
+        let shortest = if skip == 0 { 1 } else { 2 };
+        for n in (shortest..=longest).rev() {
+            let tail = &last_committed[last_committed.len() - n..];
+            let head: Vec<String> = words[skip..skip + n]
+                .iter()
+                .map(|w| normalise(&w.text))
+                .collect();
+            if near_cut(&words[skip]) && head == tail {
+                words.drain(..skip + n);
+                return words;
+            }
         }
     }
     words
@@ -122,7 +133,17 @@ mod tests {
             kept.iter().map(|w| w.text.as_str()).collect::<Vec<_>>(),
             ["for", "them"]
         );
+        let echoed = words(&[("or", 2010), ("a", 2100), ("woman", 2200), ("he", 2600)]);
+        let last = vec!["a".to_string(), "woman".to_string()];
+        assert_eq!(
+            drop_committed(echoed, 2000, &last)
+                .iter()
+                .map(|w| w.text.as_str())
+                .collect::<Vec<_>>(),
+            ["he"]
+        );
         // A repeat far from the cut is real speech, not an echo.
+        let last = vec!["to".to_string(), "do".to_string()];
         let later = words(&[("do", 5000)]);
         assert_eq!(drop_committed(later, 2000, &last).len(), 1);
     }

@@ -181,6 +181,9 @@ pub fn process_chunk(
     } else {
         cut_ms(&hypothesis, n, window_start_ms)
     };
+    if !options.last && n > 0 {
+        cut = quietest_point(&window, window_start_ms, cut, &hypothesis, n);
+    }
     cut = cut
         .clamp(window_start_ms, window_end_ms)
         .max(window_end_ms.saturating_sub(policy.max_tail_ms));
@@ -211,6 +214,39 @@ fn cut_ms(hypothesis: &[TimedWord], n: usize, window_start_ms: u64) -> u64 {
         (Some(last), Some(next)) => last.end_ms.min(next.start_ms).max(window_start_ms),
         (Some(last), None) => last.end_ms.max(window_start_ms),
     }
+}
+
+/// Moves a cut between two words to the quietest 10 ms of audio near it, so that the
+/// next window does not start inside a word (Whisper's word times are approximate).
+fn quietest_point(
+    window: &[f32],
+    window_start_ms: u64,
+    cut: u64,
+    hypothesis: &[TimedWord],
+    n: usize,
+) -> u64 {
+    let last_end = hypothesis[n - 1].end_ms;
+    let from = last_end.saturating_sub(150).max(window_start_ms);
+    let to = hypothesis
+        .get(n)
+        .map_or(last_end + 300, |next| next.start_ms + 100);
+    let to = to.min(window_start_ms + window.len() as u64 * 1000 / RATE);
+    if to <= from + 10 {
+        return cut;
+    }
+    let frame = (RATE / 100) as usize;
+    let energy = |ms: u64| {
+        let start = ((ms - window_start_ms) * RATE / 1000) as usize;
+        let end = (start + frame).min(window.len());
+        window[start.min(end)..end]
+            .iter()
+            .map(|s| s * s)
+            .sum::<f32>()
+    };
+    (from..to - 10)
+        .step_by(10)
+        .min_by(|a, b| energy(*a).total_cmp(&energy(*b)))
+        .unwrap_or(cut)
 }
 
 /// Splits committed words into segments at sentence ends and at pauses over a second.
