@@ -89,8 +89,11 @@ impl Transcriber for WhisperEngine {
         params.set_token_timestamps(true);
         params.set_suppress_blank(true);
         params.set_suppress_nst(true);
+        // Greedy at temperature 0; only a pass that fails Whisper's own checks (a repetition
+        // loop, by entropy) is redone warmer. A fresh state seeds the sampler identically, so
+        // the result is still deterministic.
         params.set_temperature(0.0);
-        params.set_temperature_inc(0.0);
+        params.set_temperature_inc(0.2);
         params.set_print_progress(false);
         params.set_print_realtime(false);
         params.set_print_special(false);

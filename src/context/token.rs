@@ -199,9 +199,11 @@ mod tests {
         StreamState {
             id: 42,
             seq: 3,
-            committed_until: 32_000,
+            tail_start: 32_000,
+            committed_until_ms: 2_000,
             received_until: 64_000,
             tail: vec![1, 2, 3],
+            tail_words: vec![],
             pending: vec![TimedWord {
                 text: "secret".into(),
                 start_ms: 2000,

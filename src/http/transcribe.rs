@@ -224,7 +224,7 @@ async fn handle(
         stream: StreamOut {
             id: format!("{:016x}", state.id),
             seq: state.seq,
-            committed_until: samples_to_s(state.committed_until),
+            committed_until: ms_to_s(state.committed_until_ms),
             received_until: samples_to_s(state.received_until),
         },
         language: state.language.clone(),

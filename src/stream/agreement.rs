@@ -37,15 +37,34 @@ pub fn agreed_prefix(previous: &[TimedWord], current: &[TimedWord]) -> usize {
         .count()
 }
 
-/// Drops words of a new pass that repeat what is already committed: words that start
-/// before the committed time (minus a little slack), then, near the cut, a run of up to
-/// five words equal to the last committed words, possibly after one or two stray words
-/// (Whisper re-hearing the cut-off end of a word: "…a woman | or a woman he…").
+/// Drops the words of a new pass that were already committed. When committed words lie
+/// inside the window (`tail_words`), Whisper hears them again: the hypothesis is aligned on
+/// the last of them (the match nearest the committed time) and everything up to it goes.
+/// Otherwise words starting before the committed time go, and a leading echo of the last
+/// committed words (possibly after one or two stray words, as in "…a woman | or a woman
+/// he…") is removed near the cut.
 pub fn drop_committed(
     words: Vec<TimedWord>,
     committed_until_ms: u64,
-    last_committed: &[String],
+    tail_words: &[String],
+    prompt_words: &[String],
 ) -> Vec<TimedWord> {
+    if let Some(last) = tail_words.last() {
+        let second_last = tail_words.len().checked_sub(2).map(|i| &tail_words[i]);
+        let limit = (tail_words.len() + 3).min(words.len());
+        let aligned = (0..limit)
+            .filter(|&i| &normalise(&words[i].text) == last)
+            .filter(|&i| match (second_last, i.checked_sub(1)) {
+                (Some(prev), Some(j)) => {
+                    &normalise(&words[j].text) == prev || tail_words.len() <= 2
+                }
+                _ => true,
+            })
+            .min_by_key(|&i| words[i].end_ms.abs_diff(committed_until_ms));
+        if let Some(i) = aligned {
+            return words.into_iter().skip(i + 1).collect();
+        }
+    }
     let mut words: Vec<TimedWord> = words
         .into_iter()
         .filter(|w| w.start_ms + 100 >= committed_until_ms)
@@ -53,12 +72,12 @@ pub fn drop_committed(
     let near_cut = |w: &TimedWord| w.start_ms < committed_until_ms + 1_500;
     for skip in 0..=2usize {
         let longest = 5
-            .min(last_committed.len())
+            .min(prompt_words.len())
             .min(words.len().saturating_sub(skip));
         // After stray words, demand at least two matching words.
         let shortest = if skip == 0 { 1 } else { 2 };
         for n in (shortest..=longest).rev() {
-            let tail = &last_committed[last_committed.len() - n..];
+            let tail = &prompt_words[prompt_words.len() - n..];
             let head: Vec<String> = words[skip..skip + n]
                 .iter()
                 .map(|w| normalise(&w.text))
@@ -128,7 +147,7 @@ mod tests {
     fn words_already_committed_are_dropped() {
         let last = vec!["to".to_string(), "do".to_string()];
         let current = words(&[("old", 500), ("do", 2050), ("for", 2400), ("them", 2700)]);
-        let kept = drop_committed(current, 2000, &last);
+        let kept = drop_committed(current, 2000, &[], &last);
         assert_eq!(
             kept.iter().map(|w| w.text.as_str()).collect::<Vec<_>>(),
             ["for", "them"]
@@ -145,6 +164,14 @@ mod tests {
         // A repeat far from the cut is real speech, not an echo.
         let last = vec!["to".to_string(), "do".to_string()];
         let later = words(&[("do", 5000)]);
-        assert_eq!(drop_committed(later, 2000, &last).len(), 1);
+        assert_eq!(drop_committed(later, 2000, &[], &last).len(), 1);
+        // Committed words inside the window are found by text, whatever their times say.
+        let reheard = words(&[("Had", 0), ("he", 300), ("married", 500), ("a", 900)]);
+        let tail = vec!["had".to_string(), "he".to_string()];
+        let kept = drop_committed(reheard, 900, &tail, &[]);
+        assert_eq!(
+            kept.iter().map(|w| w.text.as_str()).collect::<Vec<_>>(),
+            ["married", "a"]
+        );
     }
 }

@@ -27,15 +27,20 @@ pub struct StreamState {
     pub id: u64,
     /// Chunks processed so far.
     pub seq: u64,
-    /// Stream time (samples) where the tail audio starts: everything before is committed.
-    pub committed_until: u64,
+    /// Stream time (samples) where the tail audio starts.
+    pub tail_start: u64,
+    /// Stream time (ms) up to which text is committed (the end of the last final word).
+    pub committed_until_ms: u64,
     /// Stream time (samples) of the end of all audio received.
     pub received_until: u64,
-    /// The uncommitted audio from `committed_until` on, μ-law at 16 kHz.
+    /// The audio from `tail_start` on, μ-law at 16 kHz. It may begin with committed words
+    /// (the tail is cut at pauses, so that Whisper never starts inside a sentence).
     pub tail: Vec<u8>,
+    /// Committed words that lie inside the tail (Whisper will hear them again).
+    pub tail_words: Vec<TimedWord>,
     /// The previous pass's unconfirmed words.
     pub pending: Vec<TimedWord>,
-    /// The end of recent committed text, used as Whisper's prompt.
+    /// The end of the committed text before the tail: Whisper's prompt.
     pub prompt: String,
     /// Language, locked after the first pass that recognised speech.
     pub language: Option<String>,
@@ -48,7 +53,9 @@ pub struct StreamPolicy {
     pub guard_ms: u64,
     /// Trailing silence that ends an utterance: everything pending is committed.
     pub endpoint_silence_ms: u64,
-    /// Longest uncommitted tail; beyond it words are force-committed.
+    /// Tail length beyond which it is cut after the last committed word even without a pause.
+    pub soft_tail_ms: u64,
+    /// Longest tail; beyond it words are force-committed.
     pub max_tail_ms: u64,
     /// Characters of committed text kept as prompt.
     pub prompt_chars: usize,
@@ -59,6 +66,7 @@ impl Default for StreamPolicy {
         StreamPolicy {
             guard_ms: 500,
             endpoint_silence_ms: 800,
+            soft_tail_ms: 8_000,
             max_tail_ms: 10_000,
             prompt_chars: 200,
         }
@@ -105,19 +113,17 @@ pub fn process_chunk(
     options: &ChunkOptions,
     policy: &StreamPolicy,
 ) -> Result<(StreamState, ChunkOutcome), AsrError> {
-    let window_start = state.committed_until;
+    let window_start = state.tail_start;
     let mut window = tail::decode(&state.tail);
     window.extend_from_slice(new_audio);
     let window_end = window_start + window.len() as u64;
     state.received_until = window_end;
     state.seq += 1;
-    let ms = |samples: u64| samples * 1000 / RATE;
-    let (window_start_ms, window_end_ms) = (ms(window_start), ms(window_end));
+    let (window_start_ms, window_end_ms) = (to_ms(window_start), to_ms(window_end));
 
-    let new_activity = vad::speech_activity(new_audio);
+    let new_speech = vad::speech_activity(new_audio).has_speech(0.15);
     let trailing_silence_ms = (vad::trailing_silence_seconds(&window) * 1000.0) as u64;
     let endpoint = trailing_silence_ms >= policy.endpoint_silence_ms;
-    let new_speech = new_activity.has_speech(0.15);
 
     let mut recognised = false;
     let hypothesis: Vec<TimedWord> = if !new_speech && (state.pending.is_empty() || endpoint) {
@@ -137,19 +143,25 @@ pub fn process_chunk(
             .segments
             .iter()
             .flat_map(|s| s.words.iter())
-            .map(|w| TimedWord {
-                text: w.word.clone(),
-                start_ms: window_start_ms + (w.start * 1000.0).round() as u64,
-                end_ms: window_start_ms + (w.end * 1000.0).round() as u64,
-                probability_milli: (w.probability.clamp(0.0, 1.0) * 1000.0).round() as u16,
-            })
-            .map(|mut w| {
-                w.end_ms = w.end_ms.clamp(w.start_ms, window_end_ms);
-                w
+            .map(|w| {
+                let start_ms =
+                    (window_start_ms + (w.start * 1000.0).round() as u64).min(window_end_ms);
+                let end_ms = window_start_ms + (w.end * 1000.0).round() as u64;
+                TimedWord {
+                    text: w.word.clone(),
+                    start_ms,
+                    end_ms: end_ms.clamp(start_ms, window_end_ms),
+                    probability_milli: (w.probability.clamp(0.0, 1.0) * 1000.0).round() as u16,
+                }
             })
             .collect();
-        let last_committed: Vec<String> = state.prompt.split_whitespace().map(normalise).collect();
-        drop_committed(words, window_start_ms, &last_committed)
+        let tail_words: Vec<String> = state
+            .tail_words
+            .iter()
+            .map(|w| normalise(&w.text))
+            .collect();
+        let prompt_words: Vec<String> = state.prompt.split_whitespace().map(normalise).collect();
+        drop_committed(words, state.committed_until_ms, &tail_words, &prompt_words)
     };
 
     let commit_all = options.last || endpoint;
@@ -160,41 +172,44 @@ pub fn process_chunk(
         policy.guard_ms,
         commit_all,
     );
-    // Force-commit when the tail would outgrow its cap.
-    while n < hypothesis.len()
-        && window_end_ms.saturating_sub(cut_ms(&hypothesis, n, window_start_ms))
-            > policy.max_tail_ms
-    {
-        n += 1;
+    let mut cut = latest_pause(&window, window_start_ms, &hypothesis, n).unwrap_or(window_start_ms);
+    // No pause: past the soft cap, cut after the last committed word anyway.
+    if window_end_ms.saturating_sub(cut) > policy.soft_tail_ms && n > 0 {
+        cut = cut.max(quietest_point(&window, window_start_ms, &hypothesis, n));
     }
-    let committed: Vec<TimedWord> = hypothesis[..n].to_vec();
-    let pending: Vec<TimedWord> = hypothesis[n..].to_vec();
-
-    // Where the new tail starts.
-    let mut cut = if options.last {
-        window_end_ms
-    } else if pending.is_empty() && (endpoint || !new_speech) {
+    // Force-commit when the tail would outgrow its cap.
+    while window_end_ms.saturating_sub(cut) > policy.max_tail_ms && n < hypothesis.len() {
+        n += 1;
+        cut = quietest_point(&window, window_start_ms, &hypothesis, n);
+    }
+    if options.last {
+        cut = window_end_ms;
+    } else if n == hypothesis.len() && (endpoint || !new_speech) {
         // Nothing pending: keep only a short lead-in in case speech starts at the chunk's end.
-        window_end_ms
-            .saturating_sub(300)
-            .max(cut_ms(&hypothesis, n, window_start_ms))
-    } else {
-        cut_ms(&hypothesis, n, window_start_ms)
-    };
-    if !options.last && n > 0 {
-        cut = quietest_point(&window, window_start_ms, cut, &hypothesis, n);
+        cut = cut.max(window_end_ms.saturating_sub(300));
     }
     cut = cut
         .clamp(window_start_ms, window_end_ms)
         .max(window_end_ms.saturating_sub(policy.max_tail_ms));
+
+    let committed: Vec<TimedWord> = hypothesis[..n].to_vec();
+    let pending: Vec<TimedWord> = hypothesis[n..].to_vec();
+    if let Some(last) = committed.last() {
+        state.committed_until_ms = state.committed_until_ms.max(last.end_ms);
+    }
     let cut_sample = (cut * RATE / 1000).clamp(window_start, window_end);
     state.tail = tail::encode(&window[(cut_sample - window_start) as usize..]);
-    state.committed_until = cut_sample;
+    state.tail_start = cut_sample;
     state.pending = pending.clone();
 
-    if !committed.is_empty() {
-        let text = join_words(&committed);
-        let combined = format!("{} {}", state.prompt, text);
+    // Committed words now before the tail move into the prompt; the rest stay tail words.
+    let mut inside = std::mem::take(&mut state.tail_words);
+    inside.extend(committed.iter().cloned());
+    let (before, after): (Vec<TimedWord>, Vec<TimedWord>) =
+        inside.into_iter().partition(|w| w.end_ms <= cut);
+    state.tail_words = after;
+    if !before.is_empty() {
+        let combined = format!("{} {}", state.prompt, join_words(&before));
         state.prompt = last_chars_on_word_boundary(combined.trim(), policy.prompt_chars);
     }
     Ok((
@@ -207,32 +222,40 @@ pub fn process_chunk(
     ))
 }
 
-/// The time (ms) up to which audio can be dropped after committing `n` words.
-fn cut_ms(hypothesis: &[TimedWord], n: usize, window_start_ms: u64) -> u64 {
-    match (n.checked_sub(1).map(|i| &hypothesis[i]), hypothesis.get(n)) {
-        (None, _) => window_start_ms,
-        (Some(last), Some(next)) => last.end_ms.min(next.start_ms).max(window_start_ms),
-        (Some(last), None) => last.end_ms.max(window_start_ms),
-    }
+fn to_ms(samples: u64) -> u64 {
+    samples * 1000 / RATE
 }
 
-/// Moves a cut between two words to the quietest 10 ms of audio near it, so that the
-/// next window does not start inside a word (Whisper's word times are approximate).
-fn quietest_point(
+/// The latest pause after a committed word that another word follows (a gap of 250 ms or
+/// more, or a sentence end), as a quiet cut point; `None` if there is none.
+fn latest_pause(
     window: &[f32],
     window_start_ms: u64,
-    cut: u64,
     hypothesis: &[TimedWord],
     n: usize,
-) -> u64 {
+) -> Option<u64> {
+    (1..=n.min(hypothesis.len().saturating_sub(1)))
+        .rev()
+        .find_map(|k| {
+            let word = &hypothesis[k - 1];
+            let gap = hypothesis[k].start_ms.saturating_sub(word.end_ms);
+            let pause = gap >= 250 || word.text.ends_with(['.', '?', '!']);
+            pause.then(|| quietest_point(window, window_start_ms, hypothesis, k))
+        })
+}
+
+/// The quietest 10 ms between committed word `n - 1` and the next word: a cut there does
+/// not start the next window inside a word (Whisper's word times are approximate).
+fn quietest_point(window: &[f32], window_start_ms: u64, hypothesis: &[TimedWord], n: usize) -> u64 {
     let last_end = hypothesis[n - 1].end_ms;
+    let window_end_ms = window_start_ms + window.len() as u64 * 1000 / RATE;
     let from = last_end.saturating_sub(150).max(window_start_ms);
     let to = hypothesis
         .get(n)
-        .map_or(last_end + 300, |next| next.start_ms + 100);
-    let to = to.min(window_start_ms + window.len() as u64 * 1000 / RATE);
+        .map_or(last_end + 300, |next| next.start_ms + 100)
+        .min(window_end_ms);
     if to <= from + 10 {
-        return cut;
+        return last_end.clamp(window_start_ms, window_end_ms);
     }
     let frame = (RATE / 100) as usize;
     let energy = |ms: u64| {
@@ -246,7 +269,7 @@ fn quietest_point(
     (from..to - 10)
         .step_by(10)
         .min_by(|a, b| energy(*a).total_cmp(&energy(*b)))
-        .unwrap_or(cut)
+        .unwrap_or(last_end)
 }
 
 /// Splits committed words into segments at sentence ends and at pauses over a second.
@@ -322,13 +345,5 @@ mod tests {
     fn prompt_keeps_the_end_on_a_word_boundary() {
         assert_eq!(last_chars_on_word_boundary("one two three", 9), "three");
         assert_eq!(last_chars_on_word_boundary("short", 200), "short");
-    }
-
-    #[test]
-    fn cut_stops_before_the_next_word() {
-        let hyp = vec![word("a", 0, 500), word("b", 450, 900)];
-        assert_eq!(cut_ms(&hyp, 1, 0), 450);
-        assert_eq!(cut_ms(&hyp, 2, 0), 900);
-        assert_eq!(cut_ms(&hyp, 0, 100), 100);
     }
 }
