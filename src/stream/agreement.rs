@@ -155,7 +155,7 @@ mod tests {
         let echoed = words(&[("or", 2010), ("a", 2100), ("woman", 2200), ("he", 2600)]);
         let last = vec!["a".to_string(), "woman".to_string()];
         assert_eq!(
-            drop_committed(echoed, 2000, &last)
+            drop_committed(echoed, 2000, &[], &last)
                 .iter()
                 .map(|w| w.text.as_str())
                 .collect::<Vec<_>>(),

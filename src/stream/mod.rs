@@ -192,7 +192,21 @@ pub fn process_chunk(
         .clamp(window_start_ms, window_end_ms)
         .max(window_end_ms.saturating_sub(policy.max_tail_ms));
 
-    let committed: Vec<TimedWord> = hypothesis[..n].to_vec();
+    // Final words never overlap earlier final words (Whisper's times may, slightly).
+    let mut floor = state.committed_until_ms;
+    let committed: Vec<TimedWord> = hypothesis[..n]
+        .iter()
+        .map(|w| {
+            let start_ms = w.start_ms.max(floor);
+            let word = TimedWord {
+                start_ms,
+                end_ms: w.end_ms.max(start_ms),
+                ..w.clone()
+            };
+            floor = word.end_ms;
+            word
+        })
+        .collect();
     let pending: Vec<TimedWord> = hypothesis[n..].to_vec();
     if let Some(last) = committed.last() {
         state.committed_until_ms = state.committed_until_ms.max(last.end_ms);

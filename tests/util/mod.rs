@@ -136,6 +136,31 @@ impl Server {
         }
     }
 
+    /// Waits until `count` log events satisfy `predicate`, and returns them.
+    pub fn wait_for_events(
+        &self,
+        count: usize,
+        predicate: impl Fn(&serde_json::Value) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found: Vec<_> = self
+                .log_events()
+                .into_iter()
+                .filter(|e| predicate(e))
+                .collect();
+            if found.len() >= count {
+                return found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {count} log events",
+                found.len()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
