@@ -3,12 +3,12 @@
 # if any is missing. Safe to run again; needs root (or sudo) only when something is missing.
 #
 #   scripts/install-deps.sh            build + run (cmake, g++, python3 with pip)
-#   scripts/install-deps.sh --test     also the test fixtures (real recorded speech)
+#   scripts/install-deps.sh --test     also what the tests use (real recorded speech, redis-server)
 set -euo pipefail
 
 packages=(cmake g++ make python3 python3-pip)
 if [[ "${1:-}" == "--test" ]]; then
-  packages+=(pocketsphinx-testdata)
+  packages+=(pocketsphinx-testdata redis-server)
 fi
 
 missing=()

@@ -22,6 +22,8 @@ pub struct StreamOptions {
     pub language: Option<String>,
     /// Attempts per chunk before giving up.
     pub attempts: u32,
+    /// Redis mode: keep the stream in this session instead of the context token.
+    pub session_id: Option<String>,
 }
 
 impl Default for StreamOptions {
@@ -33,6 +35,7 @@ impl Default for StreamOptions {
             realtime: false,
             language: None,
             attempts: 20,
+            session_id: None,
         }
     }
 }
@@ -124,7 +127,10 @@ fn send_chunk(
         if let Some(language) = &options.language {
             request = request.query(&[("language", language)]);
         }
-        if let Some(context) = context {
+        if let Some(session) = &options.session_id {
+            let seq = (index + 1).to_string();
+            request = request.query(&[("session_id", session.as_str()), ("seq", seq.as_str())]);
+        } else if let Some(context) = context {
             request = request.header("X-Prepis-Context", context);
         }
         if let Some(key) = &options.key {

@@ -47,6 +47,10 @@ pub struct Config {
     pub context_ttl_seconds: u64,
     /// `PREPIS_MAX_CONTEXT_BYTES`: largest context token accepted.
     pub max_context_bytes: usize,
+    /// `REDIS_URL`: enables Redis sessions (`redis://host:6379`, `rediss://` for TLS).
+    pub redis_url: Option<String>,
+    /// `PREPIS_SESSION_TTL_SECONDS`: how long a Redis session outlives its last chunk.
+    pub session_ttl_seconds: u64,
     /// `PREPIS_LOG`: tracing filter (`info`, `debug`, `prepis=debug,warp=info`, …).
     pub log_filter: String,
 }
@@ -179,6 +183,8 @@ impl Config {
         let context_ttl_seconds: u64 = number(&get, "PREPIS_CONTEXT_TTL_SECONDS", 12 * 3600)?;
         let max_context_bytes: usize = number(&get, "PREPIS_MAX_CONTEXT_BYTES", 512 * 1024)?;
 
+        let session_ttl_seconds: u64 = number(&get, "PREPIS_SESSION_TTL_SECONDS", 3600)?;
+
         Ok(Config {
             listen,
             under_functions_host,
@@ -195,6 +201,8 @@ impl Config {
             context_key_ephemeral,
             context_ttl_seconds,
             max_context_bytes,
+            redis_url: get("REDIS_URL"),
+            session_ttl_seconds,
             log_filter: get("PREPIS_LOG").unwrap_or_else(|| "info,whisper_rs=warn".to_string()),
         })
     }

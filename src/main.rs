@@ -14,7 +14,7 @@ prepis handler: stateless live transcription (Whisper) for Azure Functions and c
 USAGE:
     handler                       serve the API (configured by environment variables, see README)
     handler stream FILE|- [--url URL[,URL…]] [--chunk 2] [--language en] [--format text|json]
-                   [--realtime] [--key KEY]
+                   [--realtime] [--key KEY] [--session ID]
                                   stream an audio file (WAV, or raw s16le 16 kHz on stdin) to the
                                   service in chunks, echoing the context; prints final text
     handler convert-model CT2_DIR OUT.bin [--type q8_0|f16|f32]
@@ -204,6 +204,7 @@ fn stream(args: &[String]) -> ExitCode {
             }),
             "--language" => value("--language").map(|v| options.language = Some(v)),
             "--key" => value("--key").map(|v| options.key = Some(v)),
+            "--session" => value("--session").map(|v| options.session_id = Some(v)),
             "--format" => value("--format").and_then(|v| match v.as_str() {
                 "json" => {
                     json = true;

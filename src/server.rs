@@ -34,10 +34,22 @@ pub fn build_app(config: Config) -> Arc<App> {
         );
         Ok(Arc::new(engine) as Arc<dyn Transcriber>)
     });
+    let sessions =
+        config.redis_url.as_deref().and_then(
+            |url| match crate::context::sessions::SessionStore::new(url, config.session_ttl_seconds)
+            {
+                Ok(store) => Some(store),
+                Err(e) => {
+                    tracing::error!(event = "redis_config_invalid", error = %e);
+                    None
+                }
+            },
+        );
     Arc::new(App {
         config,
         inference,
         metrics: Metrics::default(),
+        sessions,
     })
 }
 

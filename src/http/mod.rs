@@ -12,6 +12,7 @@
 mod error;
 mod payload;
 mod request;
+mod sessions;
 mod status;
 mod transcribe;
 
@@ -39,6 +40,8 @@ pub struct App {
     pub inference: Arc<Inference>,
     /// Counters for `/api/status`.
     pub metrics: Metrics,
+    /// Redis sessions, when `REDIS_URL` is set.
+    pub sessions: Option<crate::context::sessions::SessionStore>,
 }
 
 /// The metadata of one incoming request that handlers use.
@@ -127,6 +130,9 @@ where
             } else {
                 transcribe::forwarded(app, &incoming, body).await
             }
+        }
+        (&Method::GET | &Method::DELETE, "/api/transcribe" | "/transcribe") => {
+            sessions::session_request(app, &incoming).await
         }
         (_, "/api/transcribe" | "/transcribe" | "/api/status" | "/status") => {
             let e = ApiError::new(

@@ -26,6 +26,10 @@ pub struct TranscribeRequest {
     pub context: Option<String>,
     /// Whether this is the stream's last chunk (commit everything).
     pub last: Option<bool>,
+    /// Redis mode: the session this chunk belongs to.
+    pub session_id: Option<String>,
+    /// Redis mode: this chunk's sequence number (1 for the first), for safe retries.
+    pub seq: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -40,6 +44,10 @@ struct JsonRequest {
     context: Option<String>,
     #[serde(default, rename = "final")]
     last: Option<bool>,
+    #[serde(default)]
+    session_id: Option<String>,
+    #[serde(default)]
+    seq: Option<u64>,
 }
 
 /// Options that may come from the query string.
@@ -50,6 +58,9 @@ pub struct QueryOptions {
     pub context: Option<String>,
     /// `final`: raw text, checked when the request is assembled.
     pub last: Option<String>,
+    pub session_id: Option<String>,
+    /// `seq`: raw text, checked when the request is assembled.
+    pub seq: Option<String>,
 }
 
 impl QueryOptions {
@@ -74,6 +85,8 @@ impl QueryOptions {
                 "format" => options.format = Some(value),
                 "context" => options.context = Some(value),
                 "final" => options.last = Some(value),
+                "session_id" => options.session_id = Some(value),
+                "seq" => options.seq = Some(value),
                 _ => {}
             }
         }
@@ -113,6 +126,12 @@ pub async fn parse_transcribe(
     }
     if request.last.is_none() {
         request.last = query.last.as_deref().map(parse_bool).transpose()?;
+    }
+    if request.session_id.is_none() {
+        request.session_id = query.session_id.clone();
+    }
+    if request.seq.is_none() {
+        request.seq = query.seq.as_deref().map(parse_seq).transpose()?;
     }
     if let Some(format) = &query.format {
         if essence != "application/json" || request.audio_type.is_none() {
@@ -155,6 +174,8 @@ fn parse_json(body: &[u8]) -> Result<TranscribeRequest, ApiError> {
         language: parsed.language,
         context: parsed.context,
         last: parsed.last,
+        session_id: parsed.session_id,
+        seq: parsed.seq,
     })
 }
 
@@ -186,6 +207,8 @@ async fn parse_multipart(content_type: &str, body: Bytes) -> Result<TranscribeRe
             Some("format") => request.audio_type = Some(text_field(field).await?),
             Some("context") => request.context = Some(text_field(field).await?),
             Some("final") => request.last = Some(parse_bool(&text_field(field).await?)?),
+            Some("session_id") => request.session_id = Some(text_field(field).await?),
+            Some("seq") => request.seq = Some(parse_seq(&text_field(field).await?)?),
             _ => {
                 field.bytes().await.map_err(broken)?;
             }
@@ -210,6 +233,15 @@ fn parse_bool(text: &str) -> Result<bool, ApiError> {
             format!("final={other:?}: use true or false"),
         )),
     }
+}
+
+fn parse_seq(text: &str) -> Result<u64, ApiError> {
+    text.trim().parse().map_err(|_| {
+        ApiError::bad_request(
+            "invalid_parameter",
+            format!("seq={text:?}: a chunk number from 1"),
+        )
+    })
 }
 
 async fn text_field(field: multer::Field<'_>) -> Result<String, ApiError> {

@@ -13,13 +13,14 @@ use super::request::{parse_transcribe, QueryOptions};
 use super::{envelope_response, error_response, json_response, payload, round3, App, Incoming};
 use crate::asr;
 use crate::audio::{self, DecodeLimits};
+use crate::context::sessions::{valid_session_id, Commit};
 use crate::context::token;
 use crate::stream::agreement::TimedWord;
 use crate::stream::{join_words, process_chunk, ChunkOptions, StreamPolicy, StreamState};
 
 /// One final segment of the response (stream time, seconds).
-#[derive(Debug, Serialize)]
-struct SegmentOut {
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub(super) struct SegmentOut {
     text: String,
     start: f64,
     end: f64,
@@ -32,7 +33,7 @@ struct SegmentOut {
     is_final: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, serde::Deserialize)]
 struct WordOut {
     word: String,
     start: f64,
@@ -52,6 +53,9 @@ struct PartialOut {
 #[derive(Debug, Serialize)]
 struct StreamOut {
     id: String,
+    /// The Redis session, in session mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_id: Option<String>,
     seq: u64,
     committed_until: f64,
     received_until: f64,
@@ -65,8 +69,8 @@ struct TranscribeResponse {
     /// The texts of `results` joined by spaces.
     text: String,
     partial: Option<PartialOut>,
-    /// The token to send with the next chunk of this stream.
-    context: String,
+    /// The token to send with the next chunk of this stream (`null` in Redis session mode).
+    context: Option<String>,
     stream: StreamOut,
     language: Option<String>,
     /// Seconds of audio decoded from this request.
@@ -77,6 +81,12 @@ struct TranscribeResponse {
     warnings: Vec<String>,
 }
 
+/// A rendered success: the body, and what the log line and counters record.
+pub(super) struct Reply {
+    body: String,
+    outcome: Outcome,
+}
+
 /// What the log line of a request records.
 struct Outcome {
     bytes: usize,
@@ -85,6 +95,10 @@ struct Outcome {
     segments: usize,
     context_bytes: usize,
     whisper_ran: bool,
+    seq: u64,
+    processing_ms: u64,
+    /// A retry answered from the stored reply (Redis mode).
+    replayed: bool,
 }
 
 /// Forwarded HTTP (and container mode): the response is the HTTP response.
@@ -131,7 +145,7 @@ async fn handle(
     context_header: Option<String>,
     query: &QueryOptions,
     body: Bytes,
-) -> Result<(TranscribeResponse, Outcome), ApiError> {
+) -> Result<Reply, ApiError> {
     if body.len() > app.config.max_body_bytes {
         return Err(ApiError::body_too_large(app.config.max_body_bytes));
     }
@@ -142,27 +156,76 @@ async fn handle(
         .clone()
         .or(context_header)
         .filter(|c| !c.trim().is_empty());
-    let now = unix_now();
-    let (state, issued_at) = match &context {
-        Some(token) => {
-            let opened = token::open(
-                &app.config.context_keys,
-                token,
-                now,
-                app.config.max_context_bytes,
-            )?;
-            (opened.state, opened.issued_at)
+    let session = match request.session_id.as_deref() {
+        None => None,
+        Some(id) if !valid_session_id(id) => {
+            return Err(ApiError::bad_request(
+                "invalid_session_id",
+                "session_id must be 1-128 letters, digits or -_.:",
+            ))
         }
-        None => (
+        Some(id) => Some((id.to_string(), session_store(app)?)),
+    };
+    let now = unix_now();
+
+    // Where the stream's state comes from: the session in Redis, the token, or nowhere.
+    let mut stored_seq = 0;
+    let (state, issued_at) = if let Some((id, store)) = &session {
+        match store.load(id).await.map_err(redis_unavailable)? {
+            Some(stored) => {
+                stored_seq = stored.seq;
+                if let Some(seq) = request.seq {
+                    if seq <= stored.seq {
+                        return match stored.last_reply {
+                            Some((reply_seq, body)) if reply_seq == seq => Ok(replayed(body, seq)),
+                            _ => Err(sequence_conflict(seq, stored.seq)),
+                        };
+                    }
+                }
+                postcard::from_bytes::<(u64, StreamState)>(&stored.state)
+                    .map(|(issued, state)| (state, issued))
+                    .map_err(|_| {
+                        ApiError::new(
+                            StatusCode::CONFLICT,
+                            "session_corrupt",
+                            "the stored session cannot be read; DELETE it and start again",
+                        )
+                    })?
+            }
+            None => (
+                StreamState {
+                    id: random_id(),
+                    ..StreamState::default()
+                },
+                now,
+            ),
+        }
+    } else if let Some(token) = &context {
+        let opened = token::open(
+            &app.config.context_keys,
+            token,
+            now,
+            app.config.max_context_bytes,
+        )?;
+        (opened.state, opened.issued_at)
+    } else {
+        (
             StreamState {
                 id: random_id(),
                 ..StreamState::default()
             },
             now,
-        ),
+        )
     };
-    // Without a context a request is a whole utterance unless the client says otherwise.
-    let last = request.last.unwrap_or(context.is_none());
+    if let Some(seq) = request.seq {
+        if seq != state.seq + 1 {
+            return Err(sequence_conflict(seq, state.seq));
+        }
+    }
+    // Without a context or session a request is a whole utterance unless the client says otherwise.
+    let last = request
+        .last
+        .unwrap_or(context.is_none() && session.is_none());
     let limits = DecodeLimits {
         max_seconds: app.config.max_audio_seconds,
     };
@@ -187,12 +250,14 @@ async fn handle(
     let (audio, state, outcome, model) = job.await??;
     let processing_ms = started.elapsed().as_millis() as u64;
 
-    let sealed = token::seal(
-        &app.config.context_keys.current,
-        issued_at,
-        issued_at.saturating_add(app.config.context_ttl_seconds),
-        &state,
-    );
+    let sealed = session.is_none().then(|| {
+        token::seal(
+            &app.config.context_keys.current,
+            issued_at,
+            issued_at.saturating_add(app.config.context_ttl_seconds),
+            &state,
+        )
+    });
     let results: Vec<SegmentOut> = outcome
         .segments
         .iter()
@@ -213,9 +278,16 @@ async fn handle(
         format: audio.format,
         duration: audio.duration(),
         segments: results.len(),
-        context_bytes: sealed.len(),
+        context_bytes: sealed.as_ref().map_or(0, String::len),
         whisper_ran: outcome.recognised,
+        seq: state.seq,
+        processing_ms,
+        replayed: false,
     };
+    let segment_json: Vec<String> = results
+        .iter()
+        .filter_map(|s| serde_json::to_string(s).ok())
+        .collect();
     let response = TranscribeResponse {
         results,
         text,
@@ -223,6 +295,7 @@ async fn handle(
         context: sealed,
         stream: StreamOut {
             id: format!("{:016x}", state.id),
+            session_id: session.as_ref().map(|(id, _)| id.clone()),
             seq: state.seq,
             committed_until: ms_to_s(state.committed_until_ms),
             received_until: samples_to_s(state.received_until),
@@ -233,7 +306,76 @@ async fn handle(
         model,
         warnings: audio.warnings,
     };
-    Ok((response, summary))
+    let body = serde_json::to_string(&response).unwrap_or_default();
+
+    if let Some((id, store)) = &session {
+        let blob = postcard::to_stdvec(&(issued_at, &state)).unwrap_or_default();
+        match store
+            .commit(id, stored_seq, state.seq, &blob, &body, &segment_json)
+            .await
+            .map_err(redis_unavailable)?
+        {
+            Commit::Done => {}
+            Commit::Lost { current_seq } => {
+                // A concurrent request (a retry racing its original) committed first.
+                let winner = store.load(id).await.map_err(redis_unavailable)?;
+                return match winner.and_then(|w| w.last_reply) {
+                    Some((seq, body)) if seq == state.seq => Ok(replayed(body, seq)),
+                    _ => Err(sequence_conflict(state.seq, current_seq)),
+                };
+            }
+        }
+    }
+    Ok(Reply {
+        body,
+        outcome: summary,
+    })
+}
+
+/// The answer to a retried chunk: the stored reply, byte for byte.
+fn replayed(body: String, seq: u64) -> Reply {
+    Reply {
+        body,
+        outcome: Outcome {
+            bytes: 0,
+            format: "replay",
+            duration: 0.0,
+            segments: 0,
+            context_bytes: 0,
+            whisper_ran: false,
+            seq,
+            processing_ms: 0,
+            replayed: true,
+        },
+    }
+}
+
+fn session_store(app: &App) -> Result<&crate::context::sessions::SessionStore, ApiError> {
+    app.sessions.as_ref().ok_or_else(|| {
+        ApiError::bad_request(
+            "sessions_disabled",
+            "session_id needs Redis sessions, which this service has not enabled (REDIS_URL); stream with the context token instead",
+        )
+    })
+}
+
+pub(super) fn redis_unavailable(e: crate::context::sessions::StoreError) -> ApiError {
+    tracing::error!(event = "redis_unavailable", error = %e);
+    let mut error = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "sessions_unavailable",
+        "the session store (Redis) is unavailable; retry the same chunk shortly",
+    );
+    error.retry_after = Some(2);
+    error
+}
+
+fn sequence_conflict(sent: u64, stored: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "sequence_conflict",
+        format!("chunk seq={sent} does not follow the session, which has processed {stored} chunks; send seq={}", stored + 1),
+    )
 }
 
 fn unix_now() -> u64 {
@@ -284,16 +426,18 @@ fn requested_language(app: &App, requested: Option<&str>) -> Result<Option<Strin
 fn finish(
     app: &App,
     incoming: &Incoming,
-    result: Result<(TranscribeResponse, Outcome), ApiError>,
+    result: Result<Reply, ApiError>,
     started: Instant,
     payload_mode: bool,
 ) -> Response {
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     let invocation_id = incoming.invocation_id.as_deref().unwrap_or("");
     match result {
-        Ok((response, outcome)) => {
-            app.metrics
-                .record_success(outcome.duration, response.processing_ms as f64);
+        Ok(Reply { body, outcome }) => {
+            if !outcome.replayed {
+                app.metrics
+                    .record_success(outcome.duration, outcome.processing_ms as f64);
+            }
             tracing::info!(
                 event = "transcribed",
                 invocation_id,
@@ -304,16 +448,14 @@ fn finish(
                 segments = outcome.segments,
                 whisper_ran = outcome.whisper_ran,
                 context_bytes = outcome.context_bytes,
-                seq = response.stream.seq,
-                language = response.language.as_deref().unwrap_or(""),
-                processing_ms = response.processing_ms,
-                warnings = response.warnings.len(),
+                seq = outcome.seq,
+                replayed = outcome.replayed,
+                processing_ms = outcome.processing_ms,
             );
-            let body = serde_json::to_string(&response).unwrap_or_default();
             if payload_mode {
                 let logs = [format!(
                     "prepis transcribed {:.3} s of audio into {} segments in {} ms",
-                    outcome.duration, outcome.segments, response.processing_ms
+                    outcome.duration, outcome.segments, outcome.processing_ms
                 )];
                 envelope_response(StatusCode::OK, &body, &[], &logs)
             } else {

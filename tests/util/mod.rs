@@ -399,3 +399,66 @@ pub fn resample_linear(samples: &[f32], from: u32, to: u32) -> Vec<f32> {
         })
         .collect()
 }
+
+/// A real redis-server on a Unix socket in a private directory, stopped on drop.
+pub struct Redis {
+    child: Child,
+    pub dir: PathBuf,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let dir =
+            std::env::temp_dir().join(format!("prepis-redis-{}-{}", std::process::id(), next_id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self::start_in(dir)
+    }
+
+    /// Starts (or restarts) a server on the same socket.
+    pub fn start_in(dir: PathBuf) -> Redis {
+        let socket = dir.join("redis.sock");
+        let _ = std::fs::remove_file(&socket);
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--unixsocket",
+            ])
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian package redis-server; make test-deps installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Redis { child, dir }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis+unix://{}", self.dir.join("redis.sock").display())
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn next_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::SeqCst)
+}
