@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the benchmarks: prepis against faster-whisper on the same audio, in one run.
-#   bench/run.sh [latency|window]...   (default: latency window)
+#   bench/run.sh [latency|stream|window]...   (default: latency stream window)
 # Installs the baseline (PyPI faster-whisper 1.2.1) and the speech fixtures (Debian) if needed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +19,6 @@ if ((${#missing[@]})); then
 fi
 export HANDLER="${HANDLER:-target/release/handler}"
 export FW_PYTHON="$venv/bin/python"
-for what in "${@:-latency window}"; do
+for what in "${@:-latency stream window}"; do
   for w in $what; do "$venv/bin/python" bench/compare.py "$w"; done
 done
