@@ -16,6 +16,7 @@ use warp::http::StatusCode;
 
 use super::error::ApiError;
 use super::request::QueryOptions;
+use crate::audio::MediaType;
 
 /// The request inside a payload-mode envelope.
 #[derive(Debug, Clone)]
@@ -98,13 +99,7 @@ pub fn parse(body: &[u8]) -> Result<EnvelopeRequest, ApiError> {
     };
     let essence = content_type
         .as_deref()
-        .map(|t| {
-            t.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
+        .map(|t| MediaType::parse(t).essence)
         .unwrap_or_default();
     let body = if essence == "application/octet-stream" || essence.starts_with("multipart/") {
         let decoded = base64::engine::general_purpose::STANDARD

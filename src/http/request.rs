@@ -9,6 +9,7 @@ use futures_util::stream;
 use serde::Deserialize;
 
 use super::error::ApiError;
+use crate::audio::MediaType;
 
 /// The multipart field that carries the audio (what the original browser client sends).
 pub const AUDIO_FIELD: &str = "audio_file";
@@ -101,13 +102,7 @@ pub async fn parse_transcribe(
     body: Bytes,
 ) -> Result<TranscribeRequest, ApiError> {
     let essence = content_type
-        .map(|t| {
-            t.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
+        .map(|t| MediaType::parse(t).essence)
         .unwrap_or_default();
     let mut request = match essence.as_str() {
         "multipart/form-data" => parse_multipart(content_type.unwrap_or_default(), body).await?,
