@@ -41,32 +41,13 @@ pub fn transcribe_chunk(
         });
     }
     let transcript = engine.transcribe(samples, options)?;
-    let mut segments: Vec<Segment> = transcript.segments.into_iter().filter(is_speech).collect();
-    drop_repeats(&mut segments);
+    let segments = transcript.segments.into_iter().filter(is_speech).collect();
     Ok(ChunkTranscript {
         segments,
         language: transcript.language,
         speech_seconds: activity.speech_seconds,
         recognised: true,
     })
-}
-
-/// Whisper's repetition loop: a segment whose text equals one of the two before it, in one
-/// window, is the decoder going round, not the speaker. It and everything after it go.
-fn drop_repeats(segments: &mut Vec<Segment>) {
-    let key = |s: &Segment| {
-        s.text
-            .to_lowercase()
-            .chars()
-            .filter(|c| c.is_alphanumeric())
-            .collect::<String>()
-    };
-    let keys: Vec<String> = segments.iter().map(key).collect();
-    let first_repeat = (1..keys.len())
-        .find(|&i| !keys[i].is_empty() && keys[i.saturating_sub(2)..i].contains(&keys[i]));
-    if let Some(i) = first_repeat {
-        segments.truncate(i);
-    }
 }
 
 fn is_speech(segment: &Segment) -> bool {
@@ -154,26 +135,6 @@ mod tests {
         assert!(out.segments.is_empty());
         assert!(!out.recognised);
         assert_eq!(engine.calls.load(Ordering::SeqCst), 0);
-    }
-
-    #[test]
-    fn repetition_loops_are_cut_at_the_first_repeat() {
-        let mut segments = vec![
-            segment("Agent logged in.", 0.1, -0.2),
-            segment("Please enter your password.", 0.1, -0.2),
-            segment("Agent logged in.", 0.1, -0.2),
-            segment("Please enter your password.", 0.1, -0.2),
-        ];
-        drop_repeats(&mut segments);
-        assert_eq!(segments.len(), 2);
-        let mut distinct = vec![
-            segment("One.", 0.1, -0.2),
-            segment("Two.", 0.1, -0.2),
-            segment("Three.", 0.1, -0.2),
-            segment("One.", 0.1, -0.2),
-        ];
-        drop_repeats(&mut distinct);
-        assert_eq!(distinct.len(), 4, "a repeat further back is speech");
     }
 
     #[test]
