@@ -394,12 +394,7 @@ fn bad_input_gets_clear_json_errors() {
             .status(),
         405
     );
-    let status: Value = client()
-        .get(server.url("/api/status"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let status: Value = server.get_json("/api/status");
     assert!(status["requests_failed"].as_u64().unwrap() >= 12);
     assert!(
         server.stderr.lock().unwrap().is_empty(),
@@ -442,12 +437,7 @@ fn missing_model_answers_503_with_retry_after_and_still_probes() {
         assert_eq!(v["error"]["code"], "model_loading");
         assert!(std::time::Instant::now() < deadline);
     }
-    let status: Value = client()
-        .get(server.url("/api/status"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let status: Value = server.get_json("/api/status");
     assert_eq!(status["ready"], false);
     assert!(status["model"]["error"]
         .as_str()
@@ -534,12 +524,7 @@ fn concurrent_requests_are_deterministic_and_counted() {
         assert_eq!(answers[i].1, answers[i + n].1, "same audio, same answer");
         assert!(wer(&answers[i].0, &text_of(&answers[i].1)) <= 0.2);
     }
-    let status: Value = client()
-        .get(server.url("/api/status"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let status: Value = server.get_json("/api/status");
     assert_eq!(status["requests_served"], 2 * n as u64);
     assert!(status["audio_seconds_transcribed"].as_f64().unwrap() > 45.0);
     assert!(status["processing_ms_mean"].as_f64().unwrap() > 0.0);

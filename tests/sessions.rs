@@ -55,12 +55,7 @@ fn a_session_streams_across_instances_and_keeps_its_transcript() {
     let streamed = transcript(&replies);
     assert!(wer(&reference, &streamed) <= 0.10, "{streamed}");
 
-    let stored: Value = client()
-        .get(servers[1].url("/api/transcribe?session_id=meeting-1"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let stored: Value = servers[1].get_json("/api/transcribe?session_id=meeting-1");
     assert_eq!(
         stored["text"], streamed,
         "the session transcript is every final segment once"
@@ -127,12 +122,7 @@ fn a_retry_racing_its_original_neither_loses_nor_duplicates() {
     .json()
     .unwrap();
     assert_eq!(last["stream"]["seq"], 3);
-    let stored: Value = client()
-        .get(a.url("/api/transcribe?session_id=race"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let stored: Value = a.get_json("/api/transcribe?session_id=race");
     let words: Vec<String> = util::normalise(stored["text"].as_str().unwrap());
     let mut deduped = words.clone();
     deduped.dedup();

@@ -110,12 +110,7 @@ fn streamed_transcript_matches_offline_on_one_and_on_three_instances() {
         "round-robin must give the single-instance transcript"
     );
     for server in [&a, &b, &c] {
-        let status: Value = client()
-            .get(server.url("/api/status"))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
+        let status: Value = server.get_json("/api/status");
         assert!(
             status["requests_served"].as_u64().unwrap() >= 5,
             "every instance served chunks"

@@ -84,6 +84,11 @@ impl Server {
         format!("http://127.0.0.1:{}{}", self.port, path)
     }
 
+    /// GETs `path` and parses the JSON answer.
+    pub fn get_json(&self, path: &str) -> serde_json::Value {
+        client().get(self.url(path)).send().unwrap().json().unwrap()
+    }
+
     /// Polls `/api/status` until `ready` (the model has loaded), failing after 60 s.
     pub fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
