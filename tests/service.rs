@@ -315,6 +315,13 @@ fn bad_input_gets_clear_json_errors() {
             "undecodable_audio",
         ),
         (
+            "0 Hz wav",
+            "audio/wav",
+            wav_bytes(&[0.1; 100], 0, 1, WavFormat::I16, false),
+            422,
+            "undecodable_audio",
+        ),
+        (
             "absurd rate",
             "audio/pcm;rate=0",
             vec![0; 100],
@@ -395,7 +402,7 @@ fn bad_input_gets_clear_json_errors() {
         405
     );
     let status: Value = server.get_json("/api/status");
-    assert!(status["requests_failed"].as_u64().unwrap() >= 12);
+    assert!(status["requests_failed"].as_u64().unwrap() >= 13);
     assert!(
         server.stderr.lock().unwrap().is_empty(),
         "stderr is for real errors only"
