@@ -9,6 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use crate::context::{ContextKey, ContextKeys};
+use crate::stream::StreamPolicy;
 
 /// Everything the service can be told, with its defaults documented in the README.
 #[derive(Debug, Clone)]
@@ -51,6 +52,9 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// `PREPIS_SESSION_TTL_SECONDS`: how long a Redis session outlives its last chunk.
     pub session_ttl_seconds: u64,
+    /// The streaming policy: `PREPIS_GUARD_MS`, `PREPIS_ENDPOINT_MS`, `PREPIS_PAUSE_COMMIT_MS`
+    /// (0 turns commit-at-pause off), `PREPIS_MAX_TAIL_MS`.
+    pub stream: StreamPolicy,
     /// `PREPIS_LOG`: tracing filter (`info`, `debug`, `prepis=debug,warp=info`, …).
     pub log_filter: String,
 }
@@ -184,6 +188,23 @@ impl Config {
         let max_context_bytes: usize = number(&get, "PREPIS_MAX_CONTEXT_BYTES", 512 * 1024)?;
 
         let session_ttl_seconds: u64 = number(&get, "PREPIS_SESSION_TTL_SECONDS", 3600)?;
+        let defaults = StreamPolicy::default();
+        let max_tail_ms = number(&get, "PREPIS_MAX_TAIL_MS", defaults.max_tail_ms)?;
+        if !(2_000..=20_000).contains(&max_tail_ms) {
+            return Err(ConfigError {
+                name: "PREPIS_MAX_TAIL_MS",
+                value: max_tail_ms.to_string(),
+                reason: "must be between 2000 and 20000".into(),
+            });
+        }
+        let stream = StreamPolicy {
+            guard_ms: number(&get, "PREPIS_GUARD_MS", defaults.guard_ms)?,
+            endpoint_silence_ms: number(&get, "PREPIS_ENDPOINT_MS", defaults.endpoint_silence_ms)?,
+            pause_commit_ms: number(&get, "PREPIS_PAUSE_COMMIT_MS", defaults.pause_commit_ms)?,
+            soft_tail_ms: defaults.soft_tail_ms.min(max_tail_ms * 4 / 5),
+            max_tail_ms,
+            ..defaults
+        };
 
         Ok(Config {
             listen,
@@ -203,6 +224,7 @@ impl Config {
             max_context_bytes,
             redis_url: get("REDIS_URL"),
             session_ttl_seconds,
+            stream,
             log_filter: get("PREPIS_LOG").unwrap_or_else(|| "info,whisper_rs=warn".to_string()),
         })
     }

@@ -64,6 +64,31 @@ pub fn trailing_silence_seconds(samples: &[f32]) -> f64 {
     )
 }
 
+/// The pauses — runs of at least `min_ms` of non-speech between two stretches of speech —
+/// as (start, end) in ms from the beginning of the audio, in order.
+pub fn pauses_ms(samples: &[f32], min_ms: u64) -> Vec<(u64, u64)> {
+    let frames = speech_frames(samples);
+    let min_frames = (min_ms as usize * 16).div_ceil(FRAME).max(1);
+    let ms = |frame: usize| (frame * FRAME) as u64 * 1000 / 16_000;
+    let mut pauses = Vec::new();
+    let mut run_start = None;
+    let mut heard_speech = false;
+    for (i, speech) in frames.iter().enumerate() {
+        match (*speech, run_start) {
+            (false, None) if heard_speech => run_start = Some(i),
+            (true, Some(start)) => {
+                if i - start >= min_frames {
+                    pauses.push((ms(start), ms(i)));
+                }
+                run_start = None;
+            }
+            _ => {}
+        }
+        heard_speech |= *speech;
+    }
+    pauses
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,10 @@
 
 use std::path::Path;
 
-use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters};
+use whisper_rs::{
+    DtwMode, DtwModelPreset, DtwParameters, FullParams, SamplingStrategy, WhisperContext,
+    WhisperContextParameters,
+};
 
 use super::words::{group_words, TimedToken};
 use super::{AsrError, DecodeOptions, ModelInfo, Segment, Transcriber, Transcript};
@@ -23,6 +26,8 @@ pub struct WhisperEngine {
     threads: usize,
     /// Smallest encoder window in seconds (see `window_positions`).
     min_window_seconds: f64,
+    /// Whether word times come from DTW alignment (known alignment heads for the model).
+    dtw: bool,
 }
 
 impl WhisperEngine {
@@ -36,6 +41,22 @@ impl WhisperEngine {
         whisper_rs::install_logging_hooks();
         let mut params = WhisperContextParameters::default();
         params.use_gpu(cfg!(feature = "cuda"));
+        // Word times from the alignment heads (DTW over cross-attention) where the model's
+        // heads are known: far closer to the audio than the timestamp-token heuristic.
+        let preset = match name {
+            "base" => Some(DtwModelPreset::Base),
+            "base.en" => Some(DtwModelPreset::BaseEn),
+            "tiny" => Some(DtwModelPreset::Tiny),
+            "tiny.en" => Some(DtwModelPreset::TinyEn),
+            _ => None,
+        };
+        let dtw = preset.is_some();
+        if let Some(model_preset) = preset {
+            params.dtw_parameters(DtwParameters {
+                mode: DtwMode::ModelPreset { model_preset },
+                ..DtwParameters::default()
+            });
+        }
         let path_text = path.to_string_lossy().to_string();
         let context = WhisperContext::new_with_params(path, params)
             .map_err(|e| AsrError::Load(format!("{path_text}: {e}")))?;
@@ -52,6 +73,7 @@ impl WhisperEngine {
             info,
             threads,
             min_window_seconds,
+            dtw,
         })
     }
 
@@ -121,12 +143,24 @@ impl Transcriber for WhisperEngine {
                 let data = token.token_data();
                 logprob_sum += data.plog;
                 prob_sum += data.p;
+                let (start, end) = if self.dtw && data.t_dtw >= 0 {
+                    (data.t_dtw, data.t1.max(data.t_dtw))
+                } else {
+                    (data.t0, data.t1)
+                };
                 tokens.push(TimedToken {
                     bytes: token.to_bytes().map(<[u8]>::to_vec).unwrap_or_default(),
-                    start: data.t0 as f64 / 100.0,
-                    end: data.t1 as f64 / 100.0,
+                    start: start as f64 / 100.0,
+                    end: end as f64 / 100.0,
                     probability: data.p,
                 });
+            }
+            if self.dtw {
+                // DTW marks where each token starts: a token ends where the next one starts.
+                for i in 1..tokens.len() {
+                    let next_start = tokens[i].start;
+                    tokens[i - 1].end = next_start.max(tokens[i - 1].start);
+                }
             }
             let n = tokens.len().max(1) as f32;
             let text = segment

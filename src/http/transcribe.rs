@@ -16,7 +16,7 @@ use crate::audio::{self, DecodeLimits};
 use crate::context::sessions::{valid_session_id, Commit};
 use crate::context::token;
 use crate::stream::agreement::TimedWord;
-use crate::stream::{join_words, process_chunk, ChunkOptions, StreamPolicy, StreamState};
+use crate::stream::{join_words, process_chunk, ChunkOptions, StreamState};
 
 /// One final segment of the response (stream time, seconds).
 #[derive(Debug, Serialize, serde::Deserialize)]
@@ -229,22 +229,17 @@ async fn handle(
     let limits = DecodeLimits {
         max_seconds: app.config.max_audio_seconds,
     };
+    let policy = app.config.stream;
     let started = Instant::now();
     let bytes = request.audio.len();
     let job = app.inference.run(move |engine| {
         let audio = audio::decode_chunk(&request.audio, request.audio_type.as_deref(), limits)?;
         let options = ChunkOptions { last, language };
-        let (state, outcome) = process_chunk(
-            engine,
-            state,
-            &audio.samples,
-            &options,
-            &StreamPolicy::default(),
-        )
-        .map_err(|e| {
-            tracing::error!(event = "inference_error", error = %e);
-            ApiError::from(e)
-        })?;
+        let (state, outcome) = process_chunk(engine, state, &audio.samples, &options, &policy)
+            .map_err(|e| {
+                tracing::error!(event = "inference_error", error = %e);
+                ApiError::from(e)
+            })?;
         Ok::<_, ApiError>((audio, state, outcome, engine.info().name.clone()))
     });
     let (audio, state, outcome, model) = job.await??;

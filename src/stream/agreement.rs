@@ -41,8 +41,8 @@ pub fn agreed_prefix(previous: &[TimedWord], current: &[TimedWord]) -> usize {
 /// inside the window (`tail_words`), Whisper hears them again: the hypothesis is aligned on
 /// the last of them (the match nearest the committed time) and everything up to it goes.
 /// Otherwise words starting before the committed time go, and a leading echo of the last
-/// committed words (possibly after one or two stray words, as in "…a woman | or a woman
-/// he…") is removed near the cut.
+/// committed words (possibly after one or two stray words, as in "…more amiable woman | or
+/// more amiable woman he…") is removed near the cut.
 pub fn drop_committed(
     words: Vec<TimedWord>,
     committed_until_ms: u64,
@@ -74,8 +74,9 @@ pub fn drop_committed(
         let longest = 5
             .min(prompt_words.len())
             .min(words.len().saturating_sub(skip));
-        // After stray words, demand at least two matching words.
-        let shortest = if skip == 0 { 1 } else { 2 };
+        // After stray words, demand at least three matching words ("…is now in the
+        // conference | has left the conference" is no echo).
+        let shortest = if skip == 0 { 1 } else { 3 };
         for n in (shortest..=longest).rev() {
             let tail = &prompt_words[prompt_words.len() - n..];
             let head: Vec<String> = words[skip..skip + n]
@@ -152,8 +153,14 @@ mod tests {
             kept.iter().map(|w| w.text.as_str()).collect::<Vec<_>>(),
             ["for", "them"]
         );
-        let echoed = words(&[("or", 2010), ("a", 2100), ("woman", 2200), ("he", 2600)]);
-        let last = vec!["a".to_string(), "woman".to_string()];
+        let echoed = words(&[
+            ("or", 2010),
+            ("more", 2050),
+            ("amiable", 2100),
+            ("woman", 2200),
+            ("he", 2600),
+        ]);
+        let last: Vec<String> = ["a", "more", "amiable", "woman"].map(String::from).to_vec();
         assert_eq!(
             drop_committed(echoed, 2000, &[], &last)
                 .iter()
@@ -161,6 +168,16 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["he"]
         );
+        // Two words in common after a stray one are no echo: "…in the conference | has left
+        // the conference".
+        let next = words(&[
+            ("has", 2010),
+            ("left", 2100),
+            ("the", 2200),
+            ("conference", 2300),
+        ]);
+        let last: Vec<String> = ["in", "the", "conference"].map(String::from).to_vec();
+        assert_eq!(drop_committed(next, 2000, &[], &last).len(), 4);
         // A repeat far from the cut is real speech, not an echo.
         let last = vec!["to".to_string(), "do".to_string()];
         let later = words(&[("do", 5000)]);

@@ -53,6 +53,9 @@ pub struct StreamPolicy {
     pub guard_ms: u64,
     /// Trailing silence that ends an utterance: everything pending is committed.
     pub endpoint_silence_ms: u64,
+    /// A pause at least this long inside the window, with speech after it, ends a phrase
+    /// whose words are then committed on first sight (0: never).
+    pub pause_commit_ms: u64,
     /// Tail length beyond which it is cut after the last committed word even without a pause.
     pub soft_tail_ms: u64,
     /// Longest tail; beyond it words are force-committed.
@@ -66,6 +69,7 @@ impl Default for StreamPolicy {
         StreamPolicy {
             guard_ms: 500,
             endpoint_silence_ms: 800,
+            pause_commit_ms: 400,
             soft_tail_ms: 8_000,
             max_tail_ms: 10_000,
             prompt_chars: 200,
@@ -161,7 +165,13 @@ pub fn process_chunk(
             .map(|w| normalise(&w.text))
             .collect();
         let prompt_words: Vec<String> = state.prompt.split_whitespace().map(normalise).collect();
-        drop_committed(words, state.committed_until_ms, &tail_words, &prompt_words)
+        let mut words = drop_committed(words, state.committed_until_ms, &tail_words, &prompt_words);
+        if !options.last {
+            // Hallucinations are dropped; on the last chunk nothing can wait for another pass,
+            // and DTW crams real words into the last instant of a window too.
+            words.truncate(plausible_prefix(&words));
+        }
+        words
     };
 
     let commit_all = options.last || endpoint;
@@ -172,7 +182,35 @@ pub fn process_chunk(
         policy.guard_ms,
         commit_all,
     );
-    let mut cut = latest_pause(&window, window_start_ms, &hypothesis, n).unwrap_or(window_start_ms);
+    // Pauses the VAD hears inside the window, in stream time.
+    let pauses: Vec<(u64, u64)> = vad::pauses_ms(&window, MIN_CUT_PAUSE_MS)
+        .into_iter()
+        .map(|(start, end)| (window_start_ms + start, window_start_ms + end))
+        .collect();
+    // A long pause with speech after it ends a phrase: Whisper heard the whole phrase with
+    // context on both sides, so a second pass would not change it.
+    if policy.pause_commit_ms > 0 {
+        if let Some(&(start, end)) = pauses
+            .iter()
+            .rev()
+            .find(|(start, end)| end - start >= policy.pause_commit_ms)
+        {
+            let middle = (start + end) / 2;
+            let before = hypothesis
+                .iter()
+                .take_while(|w| w.start_ms < middle)
+                .count();
+            n = n.max(before);
+        }
+    }
+    // Cut the window inside the latest pause after a committed word, so that committed
+    // words are not heard again and Whisper never starts inside a sentence. Whisper
+    // stretches a phrase's last word over the pause after it; the VAD knows better.
+    let pause_cut = vad_cut(&pauses, &hypothesis, n, window_end_ms);
+    let mut cut = match pause_cut {
+        Some((_, _, middle)) => middle,
+        None => latest_pause(&window, window_start_ms, &hypothesis, n).unwrap_or(window_start_ms),
+    };
     // No pause: past the soft cap, cut after the last committed word anyway.
     if window_end_ms.saturating_sub(cut) > policy.soft_tail_ms && n > 0 {
         cut = cut.max(quietest_point(&window, window_start_ms, &hypothesis, n));
@@ -193,14 +231,21 @@ pub fn process_chunk(
         .max(window_end_ms.saturating_sub(policy.max_tail_ms));
 
     // Final words never overlap earlier final words (Whisper's times may, slightly).
+    let (before_cut, ceiling) = pause_cut.map_or((0, 0), |(k, start, _)| (k, start));
     let mut floor = state.committed_until_ms;
     let committed: Vec<TimedWord> = hypothesis[..n]
         .iter()
-        .map(|w| {
+        .enumerate()
+        .map(|(i, w)| {
             let start_ms = w.start_ms.max(floor);
+            let end_ms = if i < before_cut {
+                w.end_ms.min(ceiling)
+            } else {
+                w.end_ms
+            };
             let word = TimedWord {
                 start_ms,
-                end_ms: w.end_ms.max(start_ms),
+                end_ms: end_ms.max(start_ms),
                 ..w.clone()
             };
             floor = word.end_ms;
@@ -238,6 +283,38 @@ pub fn process_chunk(
 
 fn to_ms(samples: u64) -> u64 {
     samples * 1000 / RATE
+}
+
+/// Words of a pass up to the first run of words that no one could say: three words that
+/// start within 30 ms. Whisper's hallucinations (the prompt recited, a phrase looped over a
+/// bit of noise) align to one instant; real words take a tenth of a second at least.
+fn plausible_prefix(words: &[TimedWord]) -> usize {
+    words
+        .windows(3)
+        .position(|run| run[2].start_ms.saturating_sub(run[0].start_ms) < 30)
+        .unwrap_or(words.len())
+}
+
+/// The shortest VAD pause used as a cut point.
+const MIN_CUT_PAUSE_MS: u64 = 150;
+
+/// The latest VAD pause that follows the start of committed word `k - 1` (k ≤ n) and whose
+/// middle lies before the start of word `k` (give or take DTW's 50 ms): (k, pause start,
+/// pause middle).
+fn vad_cut(
+    pauses: &[(u64, u64)],
+    hypothesis: &[TimedWord],
+    n: usize,
+    window_end_ms: u64,
+) -> Option<(usize, u64, u64)> {
+    (1..=n).rev().find_map(|k| {
+        let after = hypothesis[k - 1].start_ms;
+        let before = hypothesis.get(k).map_or(window_end_ms, |w| w.start_ms + 50);
+        pauses.iter().rev().find_map(|&(start, end)| {
+            let middle = (start + end) / 2;
+            (middle > after && middle < before).then_some((k, start.max(after), middle))
+        })
+    })
 }
 
 /// The latest pause after a committed word that another word follows (a gap of 250 ms or
@@ -353,6 +430,23 @@ mod tests {
         ]);
         let texts: Vec<String> = segments.iter().map(|s| s.text()).collect();
         assert_eq!(texts, ["Hi.", "How are", "you"]);
+    }
+
+    #[test]
+    fn words_crammed_into_an_instant_are_not_speech() {
+        let said = [
+            word("Agent", 0, 400),
+            word("logged", 400, 800),
+            word("in.", 800, 900),
+        ];
+        assert_eq!(plausible_prefix(&said), 3);
+        let recited = [
+            word("Agent", 0, 400),
+            word("Please", 900, 900),
+            word("enter", 900, 900),
+            word("your", 910, 910),
+        ];
+        assert_eq!(plausible_prefix(&recited), 1);
     }
 
     #[test]
