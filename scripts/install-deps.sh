@@ -2,11 +2,11 @@
 # Installs the Debian packages prepis needs to build, fetch its model and run its tests,
 # if any is missing. Safe to run again; needs root (or sudo) only when something is missing.
 #
-#   scripts/install-deps.sh            build + run (cmake, g++, python3 with pip)
+#   scripts/install-deps.sh            build + run (cmake, g++, libopus, python3 with pip)
 #   scripts/install-deps.sh --test     also what the tests use (real recorded speech, redis-server)
 set -euo pipefail
 
-packages=(cmake g++ make python3 python3-pip)
+packages=(cmake g++ make pkg-config libopus-dev python3 python3-pip)
 if [[ "${1:-}" == "--test" ]]; then
   packages+=(pocketsphinx-testdata redis-server)
 fi

@@ -272,6 +272,45 @@ fn silence_and_noise_return_no_invented_text() {
     }
 }
 
+const FORMATS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/formats");
+
+#[test]
+fn every_container_gives_the_wav_transcript() {
+    // The first two LibriVox utterances (10.09 s), encoded by ffmpeg: Opus in Ogg and in a
+    // live (unknown-size) WebM, fragmented MP4/AAC at 44.1 kHz stereo, MP3, FLAC.
+    let server = Server::start(&[("PREPIS_LANGUAGE", "en")]);
+    let utterances = librivox();
+    let reference = format!("{} {}", utterances[0].reference, utterances[1].reference);
+    for (file, declared) in [
+        ("speech.ogg", "audio/ogg;codecs=opus"),
+        ("speech-live.webm", "audio/webm;codecs=opus"),
+        ("speech-frag.m4a", "audio/mp4"),
+        ("speech.mp3", "application/octet-stream"),
+        ("speech.flac", "audio/flac"),
+    ] {
+        let body = std::fs::read(format!("{FORMATS}/{file}")).unwrap();
+        let r = post_raw(&server, "/api/transcribe", declared, body);
+        assert_eq!(r.status(), 200, "{file}");
+        let v: Value = r.json().unwrap();
+        let duration = v["duration"].as_f64().unwrap();
+        assert!((duration - 10.09).abs() < 0.02, "{file}: {duration} s");
+        let text = v["text"].as_str().unwrap();
+        assert!(wer(&reference, text) <= 0.1, "{file}: {text}");
+        assert_eq!(v["warnings"], json!([]), "{file}: {v}");
+    }
+    // A cut-off file decodes what is there and says so, or fails clearly: never silently.
+    let whole = std::fs::read(format!("{FORMATS}/speech-live.webm")).unwrap();
+    let r = post_raw(
+        &server,
+        "/api/transcribe",
+        "audio/webm",
+        whole[..whole.len() / 3].to_vec(),
+    );
+    let v: Value = r.json().unwrap();
+    assert_eq!(v["warnings"].as_array().map(Vec::len), Some(1), "{v}");
+    assert!(v["duration"].as_f64().unwrap() < 5.0, "{v}");
+}
+
 #[test]
 fn bad_input_gets_clear_json_errors() {
     let server = Server::start(&[("PREPIS_MAX_BODY_BYTES", "400000")]);
@@ -290,15 +329,29 @@ fn bad_input_gets_clear_json_errors() {
             "ogg",
             "audio/ogg",
             b"OggS\0\x02\0\0\0\0\0\0\0\0".to_vec(),
-            415,
-            "unsupported_format",
+            422,
+            "undecodable_audio",
         ),
         (
             "webm",
             "audio/webm",
             vec![0x1a, 0x45, 0xdf, 0xa3, 0x01, 0x02],
-            415,
-            "unsupported_format",
+            422,
+            "undecodable_audio",
+        ),
+        (
+            "webm cluster without its header",
+            "audio/webm;codecs=opus",
+            [&[0x1f, 0x43, 0xb6, 0x75, 0x01, 0xff][..], &[0u8; 100][..]].concat(),
+            422,
+            "headerless_chunk",
+        ),
+        (
+            "truncated ogg",
+            "audio/ogg",
+            std::fs::read(format!("{FORMATS}/speech.ogg")).unwrap()[..60].to_vec(),
+            422,
+            "undecodable_audio",
         ),
         (
             "garbage wav",

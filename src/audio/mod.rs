@@ -54,9 +54,9 @@ pub enum AudioError {
     /// Zero bytes.
     #[error("the request carries no audio bytes")]
     Empty,
-    /// A format prepis recognises but does not decode (yet).
-    #[error("{0} audio is not supported yet: send WAV (PCM or float) or raw PCM (audio/L16;rate=N, audio/pcm;rate=N)")]
-    UnsupportedContainer(&'static str),
+    /// A MediaRecorder timeslice blob without its container header.
+    #[error("this chunk is {0} without the container header (a MediaRecorder timeslice blob): send the recording's first blob, which carries the header, on this stream before the later ones, echoing the context from each response; or restart the MediaRecorder for every chunk so that each blob is a whole file")]
+    Headerless(&'static str),
     /// Neither the bytes nor the declared type say audio.
     #[error("{0}: send WAV (audio/wav), raw PCM (audio/L16;rate=N or audio/pcm;rate=N;encoding=s16le|f32le) or application/octet-stream holding WAV")]
     NotAudio(String),
@@ -79,6 +79,9 @@ pub fn decode_chunk(
     }
     let declared = declared.map(MediaType::parse);
     let raw_format = declared.as_ref().and_then(pcm::RawFormat::from_media_type);
+    if let Some(what) = sniff::headerless(bytes) {
+        return Err(AudioError::Headerless(what));
+    }
     let mut sniffed = sniff(bytes);
     // Raw PCM can start with bytes that look like an MP3 frame sync; a declared raw
     // format wins over that weak signal (but not over an ID3 tag or a real magic).
@@ -86,11 +89,16 @@ pub fn decode_chunk(
         sniffed = None;
     }
     let (mono, rate, channels, format, warnings) = match sniffed {
-        Some(Container::Wav) => {
-            let raw = symphonia_decode::decode_wav(bytes, limits)?;
-            (raw.mono, raw.rate, raw.channels, "wav", raw.warnings)
+        Some(container) => {
+            let raw = symphonia_decode::decode_container(bytes, container, limits)?;
+            (
+                raw.mono,
+                raw.rate,
+                raw.channels,
+                container.id(),
+                raw.warnings,
+            )
         }
-        Some(other) => return Err(AudioError::UnsupportedContainer(other.name())),
         None => match raw_format {
             Some(raw_format) => {
                 let raw_format = raw_format?;
@@ -243,10 +251,14 @@ mod tests {
             decode_chunk(b"hello world", Some("audio/wav"), LIMITS),
             Err(AudioError::Undecodable(_))
         ));
-        assert_eq!(
+        assert!(matches!(
             decode_chunk(b"OggS\0\x02rest-of-page", Some("audio/ogg"), LIMITS),
-            Err(AudioError::UnsupportedContainer("Ogg"))
-        );
+            Err(AudioError::Undecodable(_))
+        ));
+        assert!(matches!(
+            decode_chunk(&[0x1f, 0x43, 0xb6, 0x75, 1], Some("audio/webm"), LIMITS),
+            Err(AudioError::Headerless("a WebM cluster"))
+        ));
     }
 
     #[test]

@@ -25,7 +25,9 @@ pub fn to_target_rate(samples: &[f32], rate: u32) -> Result<Vec<f32>, AudioError
         rest = later;
     }
     // Feed the remainder, then silence, until the delayed output has caught up.
-    let mut tail: Option<&[f32]> = Some(rest);
+    // (An empty remainder, when the length is a multiple of the chunk, is no input at all:
+    // rubato rejects an empty slice.)
+    let mut tail: Option<&[f32]> = Some(rest).filter(|r| !r.is_empty());
     while out.len() < expected + delay {
         let produced = match tail.take() {
             Some(r) => resampler.process_partial(Some(&[r]), None),
@@ -78,5 +80,7 @@ mod tests {
     fn passes_16k_through_and_handles_tiny_inputs() {
         assert_eq!(to_target_rate(&[0.1, 0.2], 16_000).unwrap(), vec![0.1, 0.2]);
         assert_eq!(to_target_rate(&[0.1; 3], 48_000).unwrap().len(), 1);
+        // A whole number of resampler chunks leaves no remainder.
+        assert_eq!(to_target_rate(&[0.1; 2048], 32_000).unwrap().len(), 1024);
     }
 }

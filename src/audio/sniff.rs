@@ -12,6 +12,18 @@ pub enum Container {
 }
 
 impl Container {
+    /// A short lowercase identifier (the `format` a response reports).
+    pub fn id(self) -> &'static str {
+        match self {
+            Container::Wav => "wav",
+            Container::Matroska => "webm",
+            Container::Ogg => "ogg",
+            Container::Mp4 => "mp4",
+            Container::Mp3 => "mp3",
+            Container::Flac => "flac",
+        }
+    }
+
     /// A human name for messages.
     pub fn name(self) -> &'static str {
         match self {
@@ -52,9 +64,45 @@ pub fn sniff(bytes: &[u8]) -> Option<Container> {
     None
 }
 
+/// Recognises a MediaRecorder timeslice blob that lacks its container header: a bare
+/// WebM cluster, an Ogg page that does not begin the stream, an MP4 fragment without its
+/// initialisation segment. Returns what it is, for the error message.
+pub fn headerless(bytes: &[u8]) -> Option<&'static str> {
+    if bytes.starts_with(&[0x1f, 0x43, 0xb6, 0x75]) {
+        return Some("a WebM cluster");
+    }
+    // Ogg page header: "OggS", version 0, then the header-type flags (0x02: first page).
+    if bytes.starts_with(b"OggS") && bytes.get(5).is_some_and(|flags| flags & 0x02 == 0) {
+        return Some("an Ogg page from the middle of a stream");
+    }
+    if matches!(bytes.get(4..8), Some(b"moof" | b"styp")) {
+        return Some("an MP4 fragment");
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recognises_blobs_without_their_header() {
+        assert_eq!(
+            sniff_and_headerless(&[0x1f, 0x43, 0xb6, 0x75, 0x01]),
+            "a WebM cluster"
+        );
+        assert_eq!(
+            sniff_and_headerless(b"OggS\0\0\x80\xbb"),
+            "an Ogg page from the middle of a stream"
+        );
+        assert_eq!(sniff_and_headerless(b"\0\0\0\x18moof"), "an MP4 fragment");
+        assert_eq!(headerless(b"OggS\0\x02"), None);
+        assert_eq!(headerless(b"\0\0\0\x18ftypM4A "), None);
+    }
+
+    fn sniff_and_headerless(bytes: &[u8]) -> &'static str {
+        headerless(bytes).unwrap()
+    }
 
     #[test]
     fn recognises_each_container_by_magic() {

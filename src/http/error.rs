@@ -13,7 +13,7 @@ use crate::inference::InferenceError;
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
     pub status: StatusCode,
-    /// Stable machine-readable code (`empty_body`, `unsupported_format`, …).
+    /// Stable machine-readable code (`empty_body`, `undecodable_audio`, …).
     pub code: &'static str,
     /// What happened and what to do, in plain words.
     pub message: String,
@@ -77,9 +77,9 @@ impl From<AudioError> for ApiError {
         let message = e.to_string();
         match e {
             AudioError::Empty => Self::bad_request("empty_body", message),
-            AudioError::UnsupportedContainer(_) => Self::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_format",
+            AudioError::Headerless(_) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "headerless_chunk",
                 message,
             ),
             AudioError::NotAudio(_) => {
@@ -155,7 +155,7 @@ mod tests {
     fn statuses_follow_the_table() {
         let cases: Vec<(ApiError, u16, Option<u32>)> = vec![
             (AudioError::Empty.into(), 400, None),
-            (AudioError::UnsupportedContainer("Ogg").into(), 415, None),
+            (AudioError::Headerless("a WebM cluster").into(), 422, None),
             (AudioError::NotAudio("x".into()).into(), 415, None),
             (AudioError::Undecodable("x".into()).into(), 422, None),
             (AudioError::TooLong { limit: 1.0 }.into(), 413, None),
