@@ -7,6 +7,10 @@ use crate::vad;
 
 /// Less detected speech than this (seconds) and Whisper is not called at all.
 const MIN_SPEECH_SECONDS: f64 = 0.15;
+/// Silence kept after the last speech when the rest is cut off before Whisper.
+const TRAILING_PAUSE_SECONDS: f64 = 0.3;
+/// A word may start this long after the VAD's last speech (DTW times are ~0.1 s accurate).
+const WORD_AFTER_SPEECH_SECONDS: f64 = 0.15;
 /// Whisper's own rule: a segment is dropped as non-speech when the no-speech probability
 /// is above this and the text is also unlikely (average log-probability below the next).
 const NO_SPEECH_PROBABILITY: f32 = 0.6;
@@ -40,8 +44,27 @@ pub fn transcribe_chunk(
             recognised: false,
         });
     }
-    let transcript = engine.transcribe(samples, options)?;
-    let segments = transcript.segments.into_iter().filter(is_speech).collect();
+    // Whisper hallucinates over long trailing silence ("Thank you.", a repeat of the prompt):
+    // it hears the speech and a short pause after it, no more.
+    let trailing = vad::trailing_silence_seconds(samples);
+    let heard = if trailing > TRAILING_PAUSE_SECONDS {
+        let cut = ((trailing - TRAILING_PAUSE_SECONDS) * 16_000.0) as usize;
+        &samples[..samples.len() - cut.min(samples.len())]
+    } else {
+        samples
+    };
+    let transcript = engine.transcribe(heard, options)?;
+    // Words that start in that trailing silence are made up, however sure Whisper is.
+    let speech_end = samples.len() as f64 / 16_000.0 - trailing + WORD_AFTER_SPEECH_SECONDS;
+    let segments = transcript
+        .segments
+        .into_iter()
+        .filter(is_speech)
+        .filter_map(|mut segment| {
+            segment.words.retain(|w| w.start < speech_end);
+            (!segment.words.is_empty()).then_some(segment)
+        })
+        .collect();
     Ok(ChunkTranscript {
         segments,
         language: transcript.language,

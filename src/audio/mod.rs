@@ -8,8 +8,10 @@ mod pcm;
 mod resample;
 mod sniff;
 mod symphonia_decode;
+mod timeslice;
 
 pub use sniff::{sniff, Container};
+pub use timeslice::Recording;
 
 /// The sample rate every model in prepis consumes.
 pub const TARGET_RATE: u32 = 16_000;
@@ -90,7 +92,7 @@ pub fn decode_chunk(
     }
     let (mono, rate, channels, format, warnings) = match sniffed {
         Some(container) => {
-            let raw = symphonia_decode::decode_container(bytes, container, limits)?;
+            let raw = symphonia_decode::decode_container(bytes, container, limits, false)?;
             (
                 raw.mono,
                 raw.rate,
@@ -110,6 +112,11 @@ pub fn decode_chunk(
                     Some(t) if t.is_wav() => {
                         return Err(AudioError::Undecodable(
                             "declared as WAV but the body has no RIFF/WAVE header".into(),
+                        ))
+                    }
+                    Some(t) if t.is_recording() => {
+                        return Err(AudioError::Headerless(
+                            "a piece of a WebM, Ogg or MP4 recording",
                         ))
                     }
                     Some(t)
@@ -139,6 +146,84 @@ pub fn decode_chunk(
         source_channels: channels,
         warnings,
     })
+}
+
+/// Decodes one chunk of a stream whose earlier chunks may have begun a recording that this
+/// chunk continues (`kept`: a MediaRecorder timeslice blob without a header). Returns the
+/// audio and what the stream keeps of the recording for its next chunk. On the stream's
+/// `last` chunk nothing is kept, and an unfinished element at the end is reported.
+pub fn decode_stream_chunk(
+    bytes: &[u8],
+    declared: Option<&str>,
+    limits: DecodeLimits,
+    kept: Option<&Recording>,
+    last: bool,
+) -> Result<(DecodedAudio, Option<Recording>), AudioError> {
+    if bytes.is_empty() {
+        return Err(AudioError::Empty);
+    }
+    let assembled = match (kept, starts_a_file(bytes)) {
+        (Some(kept), None) => timeslice::resume(kept, bytes).map_err(AudioError::Undecodable)?,
+        (_, Some(container)) if !last && timeslice::continues(container, bytes) => {
+            match timeslice::begin(container, bytes) {
+                Ok(assembled) => assembled,
+                Err(why) => {
+                    // Too much to keep: decode the blob alone; later blobs will be refused.
+                    let mut audio = decode_chunk(bytes, declared, limits)?;
+                    audio.warnings.push(why);
+                    return Ok((audio, None));
+                }
+            }
+        }
+        _ => return Ok((decode_chunk(bytes, declared, limits)?, None)),
+    };
+    let container = assembled.recording.container;
+    let mut warnings = assembled.warnings;
+    if last && !assembled.recording.pending.is_empty() {
+        warnings.push(format!(
+            "the recording ends inside an element: its last {} bytes were cut short",
+            assembled.recording.pending.len()
+        ));
+    }
+    let audio = if assembled.file.is_empty() {
+        warnings.push(if assembled.recording.header_done {
+            "the chunk ends inside its first audio element; its bytes are kept for the next chunk"
+                .to_string()
+        } else {
+            "the chunk holds only the recording's header, no audio yet".to_string()
+        });
+        DecodedAudio {
+            samples: Vec::new(),
+            format: container.id(),
+            source_rate: 0,
+            source_channels: 0,
+            warnings,
+        }
+    } else {
+        let raw = symphonia_decode::decode_container(
+            &assembled.file,
+            container,
+            limits,
+            assembled.continuation,
+        )?;
+        warnings.extend(raw.warnings);
+        DecodedAudio {
+            samples: resample::to_target_rate(&raw.mono, raw.rate)?,
+            format: container.id(),
+            source_rate: raw.rate,
+            source_channels: raw.channels,
+            warnings,
+        }
+    };
+    Ok((audio, Some(assembled.recording).filter(|_| !last)))
+}
+
+/// The container of a body that starts a file by a strong magic (not an MP3 frame sync,
+/// which a blob cut at a random byte may start with).
+fn starts_a_file(bytes: &[u8]) -> Option<Container> {
+    sniff(bytes)
+        .filter(|&c| c != Container::Mp3 || bytes.starts_with(b"ID3"))
+        .filter(|_| sniff::headerless(bytes).is_none())
 }
 
 /// Checks a source rate and channel count from a header or media type.
@@ -212,6 +297,19 @@ impl MediaType {
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// A container MediaRecorder records into (its later blobs need the first one's header).
+    fn is_recording(&self) -> bool {
+        matches!(
+            self.essence.as_str(),
+            "audio/webm"
+                | "video/webm"
+                | "audio/ogg"
+                | "audio/mp4"
+                | "video/mp4"
+                | "audio/x-matroska"
+        )
     }
 
     fn is_wav(&self) -> bool {

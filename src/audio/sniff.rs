@@ -1,7 +1,7 @@
 //! Container recognition by magic bytes: what a body really is, whatever its declared type.
 
 /// The containers prepis can recognise.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Container {
     Wav,
     Matroska,

@@ -65,21 +65,25 @@ fn check_wav_format(bytes: &[u8]) -> Result<(), AudioError> {
 }
 
 /// Decodes a complete file of `container` held in memory. A panic inside a decoder on
-/// hostile bytes becomes a 422 for this request, never a failed worker.
+/// hostile bytes becomes a 422 for this request, never a failed worker. A `continuation`
+/// (a later timeslice blob behind its recording's header) keeps its first samples: the
+/// encoder delay was removed from the recording's first blob.
 pub fn decode_container(
     bytes: &[u8],
     container: Container,
     limits: DecodeLimits,
+    continuation: bool,
 ) -> Result<RawAudio, AudioError> {
     if container == Container::Wav {
         check_wav_format(bytes)?;
     }
-    std::panic::catch_unwind(|| decode_checked(bytes, container, limits)).unwrap_or_else(|_| {
-        Err(AudioError::Undecodable(format!(
-            "the {} decoder rejected this file",
-            container.name()
-        )))
-    })
+    std::panic::catch_unwind(|| decode_checked(bytes, container, limits, continuation))
+        .unwrap_or_else(|_| {
+            Err(AudioError::Undecodable(format!(
+                "the {} decoder rejected this file",
+                container.name()
+            )))
+        })
 }
 
 /// Frames of silence an AAC encoder puts before the audio (ffmpeg, browsers).
@@ -100,7 +104,7 @@ struct OpusTrack {
 }
 
 impl OpusTrack {
-    fn new(params: &CodecParameters, channels: usize) -> Result<Self, AudioError> {
+    fn new(params: &CodecParameters, channels: usize, skip: bool) -> Result<Self, AudioError> {
         let layout = match channels {
             1 => opus::Channels::Mono,
             2 => opus::Channels::Stereo,
@@ -119,7 +123,11 @@ impl OpusTrack {
             .filter(|head| head.starts_with(b"OpusHead"))
             .and_then(|head| head.get(10..12))
             .map(|b| u16::from_le_bytes([b[0], b[1]]) as u32);
-        let pre_skip = params.delay.or(head_pre_skip).unwrap_or(0) as usize;
+        let pre_skip = if skip {
+            params.delay.or(head_pre_skip).unwrap_or(0) as usize
+        } else {
+            0
+        };
         Ok(OpusTrack {
             decoder,
             channels,
@@ -143,6 +151,7 @@ fn decode_checked(
     bytes: &[u8],
     container: Container,
     limits: DecodeLimits,
+    continuation: bool,
 ) -> Result<RawAudio, AudioError> {
     let name = container.name();
     let source = MediaSourceStream::new(
@@ -159,7 +168,7 @@ fn decode_checked(
         Container::Flac => "flac",
     });
     // Priming and padding of MP4/MP3 come as packet trims; Opus pre-skip is handled here.
-    let gapless = matches!(container, Container::Mp4 | Container::Mp3);
+    let gapless = matches!(container, Container::Mp4 | Container::Mp3) && !continuation;
     let format_options = FormatOptions {
         enable_gapless: gapless,
         ..FormatOptions::default()
@@ -202,7 +211,7 @@ fn decode_checked(
         let channels = declared_channels.or(head_channels).unwrap_or(1);
         check_layout(rate, channels)?;
         (
-            TrackDecoder::Opus(OpusTrack::new(&params, channels)?),
+            TrackDecoder::Opus(OpusTrack::new(&params, channels, !continuation)?),
             channels,
         )
     } else {
@@ -279,7 +288,7 @@ fn decode_checked(
         // still starts with the encoder's 1024 priming frames.
         let frames = (interleaved.len() - before) / channels.max(1);
         let mut trim_start = packet.trim_start as usize;
-        if first_packet && trim_start == 0 && params.codec == CODEC_TYPE_AAC {
+        if first_packet && !continuation && trim_start == 0 && params.codec == CODEC_TYPE_AAC {
             trim_start = AAC_PRIMING_FRAMES;
         }
         first_packet = false;
@@ -348,7 +357,7 @@ mod tests {
     const LIMITS: DecodeLimits = DecodeLimits { max_seconds: 10.0 };
 
     fn decode_wav(bytes: &[u8], limits: DecodeLimits) -> Result<RawAudio, AudioError> {
-        decode_container(bytes, Container::Wav, limits)
+        decode_container(bytes, Container::Wav, limits, false)
     }
 
     /// A minimal WAV file: `format` 1 (integer PCM) or 3 (float), interleaved sample bytes.
@@ -448,7 +457,7 @@ mod tests {
             ("speech.flac", Container::Flac, 16_000, 1),
         ] {
             let limits = DecodeLimits { max_seconds: 60.0 };
-            let out = decode_container(&fixture(name), container, limits).unwrap();
+            let out = decode_container(&fixture(name), container, limits, false).unwrap();
             let seconds = out.mono.len() as f64 / out.rate as f64;
             assert_eq!((out.rate, out.channels), (rate, channels), "{name}");
             assert!((seconds - 10.09).abs() < 0.03, "{name}: {seconds} s");

@@ -18,7 +18,7 @@ use sha2::Sha256;
 use crate::stream::StreamState;
 
 /// The only token version this build writes and reads.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
 
@@ -212,6 +212,7 @@ mod tests {
             }],
             prompt: "my bank password is".into(),
             language: Some("en".into()),
+            recording: None,
         }
     }
 

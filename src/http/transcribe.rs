@@ -233,7 +233,15 @@ async fn handle(
     let started = Instant::now();
     let bytes = request.audio.len();
     let job = app.inference.run(move |engine| {
-        let audio = audio::decode_chunk(&request.audio, request.audio_type.as_deref(), limits)?;
+        let mut state = state;
+        let (audio, recording) = audio::decode_stream_chunk(
+            &request.audio,
+            request.audio_type.as_deref(),
+            limits,
+            state.recording.as_ref(),
+            last,
+        )?;
+        state.recording = recording;
         let options = ChunkOptions { last, language };
         let (state, outcome) = process_chunk(engine, state, &audio.samples, &options, &policy)
             .map_err(|e| {

@@ -44,6 +44,8 @@ pub struct StreamState {
     pub prompt: String,
     /// Language, locked after the first pass that recognised speech.
     pub language: Option<String>,
+    /// The MediaRecorder recording the chunks are timeslice blobs of (its header).
+    pub recording: Option<crate::audio::Recording>,
 }
 
 /// Tunables of the policy.
@@ -130,7 +132,10 @@ pub fn process_chunk(
     let endpoint = trailing_silence_ms >= policy.endpoint_silence_ms;
 
     let mut recognised = false;
-    let hypothesis: Vec<TimedWord> = if !new_speech && (state.pending.is_empty() || endpoint) {
+    let nothing_new = new_audio.is_empty() && !options.last;
+    let hypothesis: Vec<TimedWord> = if nothing_new
+        || (!new_speech && (state.pending.is_empty() || endpoint))
+    {
         // Nothing new to hear: the previous hypothesis stands (and is final at an endpoint).
         state.pending.clone()
     } else {
