@@ -20,11 +20,13 @@ run: build model
 test: test-deps build
 	scripts/fetch-model.sh base
 	scripts/fetch-model.sh tiny.en
+	scripts/fetch-speaker.sh
 	$(CARGO) test --release --all-targets
 
 ## Fetch and convert the model named by MODEL (base or tiny.en).
 model: build
 	HANDLER=$(HANDLER) scripts/fetch-model.sh $(MODEL)
+	scripts/fetch-speaker.sh
 
 build: deps
 	$(CARGO) build --release --bin handler

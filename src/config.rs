@@ -55,6 +55,12 @@ pub struct Config {
     /// The streaming policy: `PREPIS_GUARD_MS`, `PREPIS_ENDPOINT_MS`, `PREPIS_PAUSE_COMMIT_MS`
     /// (0 turns commit-at-pause off), `PREPIS_MAX_TAIL_MS`.
     pub stream: StreamPolicy,
+    /// `PREPIS_SPEAKER_MODEL`: the GE2E weights (`scripts/fetch-speaker.sh`), default
+    /// `<model dir>/ge2e.safetensors`; `off` disables speaker labels.
+    pub speaker_model: Option<PathBuf>,
+    /// The speaker tracker: `PREPIS_SPEAKER_THRESHOLD` (new speaker below this cosine),
+    /// `PREPIS_SPEAKER_HYSTERESIS`, `PREPIS_MAX_SPEAKERS`.
+    pub speakers: crate::speaker::TrackerPolicy,
     /// `PREPIS_LOG`: tracing filter (`info`, `debug`, `prepis=debug,warp=info`, …).
     pub log_filter: String,
 }
@@ -206,6 +212,26 @@ impl Config {
             ..defaults
         };
 
+        let speaker_model = match get("PREPIS_SPEAKER_MODEL").as_deref() {
+            Some("off" | "none" | "false") => None,
+            Some(path) => Some(PathBuf::from(path)),
+            None => Some(model_dir.join("ge2e.safetensors")),
+        };
+        let tracker = crate::speaker::TrackerPolicy::default();
+        let speakers = crate::speaker::TrackerPolicy {
+            new_speaker_below: number(&get, "PREPIS_SPEAKER_THRESHOLD", tracker.new_speaker_below)?,
+            hysteresis: number(&get, "PREPIS_SPEAKER_HYSTERESIS", tracker.hysteresis)?,
+            max_speakers: number(&get, "PREPIS_MAX_SPEAKERS", tracker.max_speakers)?,
+            ..tracker
+        };
+        if !(-1.0..=1.0).contains(&speakers.new_speaker_below) || speakers.max_speakers == 0 {
+            return Err(ConfigError {
+                name: "PREPIS_SPEAKER_THRESHOLD",
+                value: speakers.new_speaker_below.to_string(),
+                reason: "a cosine similarity in -1..1 (and PREPIS_MAX_SPEAKERS at least 1)".into(),
+            });
+        }
+
         Ok(Config {
             listen,
             under_functions_host,
@@ -225,6 +251,8 @@ impl Config {
             redis_url: get("REDIS_URL"),
             session_ttl_seconds,
             stream,
+            speaker_model,
+            speakers,
             log_filter: get("PREPIS_LOG").unwrap_or_else(|| "info,whisper_rs=warn".to_string()),
         })
     }

@@ -14,6 +14,7 @@ pub mod inference;
 pub mod metrics;
 pub mod model;
 pub mod server;
+pub mod speaker;
 pub mod stream;
 pub mod transcription;
 pub mod vad;

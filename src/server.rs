@@ -45,11 +45,25 @@ pub fn build_app(config: Config) -> Arc<App> {
                 }
             },
         );
+    let speaker = config.speaker_model.as_deref().map(|path| {
+        let started = std::time::Instant::now();
+        match crate::speaker::SpeakerEncoder::load(path) {
+            Ok(encoder) => {
+                tracing::info!(event = "speaker_model_loaded", path = %path.display(), load_ms = started.elapsed().as_millis() as u64);
+                Ok(Arc::new(encoder))
+            }
+            Err(e) => {
+                tracing::error!(event = "speaker_model_unavailable", error = %e);
+                Err(format!("{e} (run scripts/fetch-speaker.sh, or set PREPIS_SPEAKER_MODEL=off)"))
+            }
+        }
+    });
     Arc::new(App {
         config,
         inference,
         metrics: Metrics::default(),
         sessions,
+        speaker,
     })
 }
 

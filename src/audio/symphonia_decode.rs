@@ -89,6 +89,14 @@ pub fn decode_container(
 /// Frames of silence an AAC encoder puts before the audio (ffmpeg, browsers).
 const AAC_PRIMING_FRAMES: usize = 1024;
 
+/// The track's OpusHead (RFC 7845 §5.1), which Matroska and MP4 keep as codec private data.
+fn opus_head(params: &CodecParameters) -> Option<&[u8]> {
+    params
+        .extra_data
+        .as_deref()
+        .filter(|head| head.starts_with(b"OpusHead"))
+}
+
 /// A track's decoder: symphonia's, or libopus for Opus.
 enum TrackDecoder {
     Symphonia(Box<dyn symphonia::core::codecs::Decoder>),
@@ -117,10 +125,7 @@ impl OpusTrack {
         let decoder = opus::Decoder::new(48_000, layout)
             .map_err(|e| AudioError::Undecodable(format!("Opus decoder: {e}")))?;
         // Ogg gives the pre-skip as the codec delay; Matroska keeps it in the OpusHead.
-        let head_pre_skip = params
-            .extra_data
-            .as_deref()
-            .filter(|head| head.starts_with(b"OpusHead"))
+        let head_pre_skip = opus_head(params)
             .and_then(|head| head.get(10..12))
             .map(|b| u16::from_le_bytes([b[0], b[1]]) as u32);
         let pre_skip = if skip {
@@ -202,10 +207,7 @@ fn decode_checked(
 
     let (mut decoder, mut channels) = if opus {
         // Matroska may leave the layout to the OpusHead (its byte 9).
-        let head_channels = params
-            .extra_data
-            .as_deref()
-            .filter(|head| head.starts_with(b"OpusHead"))
+        let head_channels = opus_head(&params)
             .and_then(|head| head.get(9))
             .map(|&n| n as usize);
         let channels = declared_channels.or(head_channels).unwrap_or(1);

@@ -213,6 +213,7 @@ mod tests {
             prompt: "my bank password is".into(),
             language: Some("en".into()),
             recording: None,
+            speakers: Default::default(),
         }
     }
 

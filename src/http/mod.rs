@@ -42,6 +42,8 @@ pub struct App {
     pub metrics: Metrics,
     /// Redis sessions, when `REDIS_URL` is set.
     pub sessions: Option<crate::context::sessions::SessionStore>,
+    /// The speaker encoder (`None`: speaker labels are off; `Err`: it failed to load).
+    pub speaker: Option<Result<Arc<crate::speaker::SpeakerEncoder>, String>>,
 }
 
 /// The metadata of one incoming request that handlers use.

@@ -31,6 +31,12 @@ pub struct TranscribeRequest {
     pub session_id: Option<String>,
     /// Redis mode: this chunk's sequence number (1 for the first), for safe retries.
     pub seq: Option<u64>,
+    /// Speaker labels on (default) or off for this stream.
+    pub diarize: Option<bool>,
+    /// Most speakers the stream may have.
+    pub max_speakers: Option<u32>,
+    /// Speakers the client expects at least (a hint).
+    pub min_speakers: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -49,6 +55,12 @@ struct JsonRequest {
     session_id: Option<String>,
     #[serde(default)]
     seq: Option<u64>,
+    #[serde(default)]
+    diarize: Option<bool>,
+    #[serde(default)]
+    max_speakers: Option<u32>,
+    #[serde(default)]
+    min_speakers: Option<u32>,
 }
 
 /// Options that may come from the query string.
@@ -62,6 +74,10 @@ pub struct QueryOptions {
     pub session_id: Option<String>,
     /// `seq`: raw text, checked when the request is assembled.
     pub seq: Option<String>,
+    /// `diarize`, `max_speakers`, `min_speakers`: raw text, checked when assembled.
+    pub diarize: Option<String>,
+    pub max_speakers: Option<String>,
+    pub min_speakers: Option<String>,
 }
 
 impl QueryOptions {
@@ -88,6 +104,9 @@ impl QueryOptions {
                 "final" => options.last = Some(value),
                 "session_id" => options.session_id = Some(value),
                 "seq" => options.seq = Some(value),
+                "diarize" => options.diarize = Some(value),
+                "max_speakers" => options.max_speakers = Some(value),
+                "min_speakers" => options.min_speakers = Some(value),
                 _ => {}
             }
         }
@@ -120,7 +139,32 @@ pub async fn parse_transcribe(
         request.context = query.context.clone();
     }
     if request.last.is_none() {
-        request.last = query.last.as_deref().map(parse_bool).transpose()?;
+        request.last = query
+            .last
+            .as_deref()
+            .map(|v| parse_bool("final", v))
+            .transpose()?;
+    }
+    if request.diarize.is_none() {
+        request.diarize = query
+            .diarize
+            .as_deref()
+            .map(|v| parse_bool("diarize", v))
+            .transpose()?;
+    }
+    if request.max_speakers.is_none() {
+        request.max_speakers = query
+            .max_speakers
+            .as_deref()
+            .map(|v| parse_speakers("max_speakers", v))
+            .transpose()?;
+    }
+    if request.min_speakers.is_none() {
+        request.min_speakers = query
+            .min_speakers
+            .as_deref()
+            .map(|v| parse_speakers("min_speakers", v))
+            .transpose()?;
     }
     if request.session_id.is_none() {
         request.session_id = query.session_id.clone();
@@ -171,6 +215,15 @@ fn parse_json(body: &[u8]) -> Result<TranscribeRequest, ApiError> {
         last: parsed.last,
         session_id: parsed.session_id,
         seq: parsed.seq,
+        diarize: parsed.diarize,
+        max_speakers: parsed
+            .max_speakers
+            .map(|n| parse_speakers("max_speakers", &n.to_string()))
+            .transpose()?,
+        min_speakers: parsed
+            .min_speakers
+            .map(|n| parse_speakers("min_speakers", &n.to_string()))
+            .transpose()?,
     })
 }
 
@@ -201,7 +254,19 @@ async fn parse_multipart(content_type: &str, body: Bytes) -> Result<TranscribeRe
             Some("language") => request.language = Some(text_field(field).await?),
             Some("format") => request.audio_type = Some(text_field(field).await?),
             Some("context") => request.context = Some(text_field(field).await?),
-            Some("final") => request.last = Some(parse_bool(&text_field(field).await?)?),
+            Some("final") => request.last = Some(parse_bool("final", &text_field(field).await?)?),
+            Some("diarize") => {
+                request.diarize = Some(parse_bool("diarize", &text_field(field).await?)?)
+            }
+            Some(name @ ("max_speakers" | "min_speakers")) => {
+                let name = name.to_string();
+                let n = parse_speakers(&name, &text_field(field).await?)?;
+                if name == "max_speakers" {
+                    request.max_speakers = Some(n);
+                } else {
+                    request.min_speakers = Some(n);
+                }
+            }
             Some("session_id") => request.session_id = Some(text_field(field).await?),
             Some("seq") => request.seq = Some(parse_seq(&text_field(field).await?)?),
             _ => {
@@ -219,15 +284,29 @@ async fn parse_multipart(content_type: &str, body: Bytes) -> Result<TranscribeRe
 }
 
 /// `true`/`false` (also `1`/`0`, `yes`/`no`).
-fn parse_bool(text: &str) -> Result<bool, ApiError> {
+fn parse_bool(name: &str, text: &str) -> Result<bool, ApiError> {
     match text.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" => Ok(true),
         "false" | "0" | "no" => Ok(false),
         other => Err(ApiError::bad_request(
             "invalid_parameter",
-            format!("final={other:?}: use true or false"),
+            format!("{name}={other:?}: use true or false"),
         )),
     }
+}
+
+/// A speaker count, 1 to 32.
+fn parse_speakers(name: &str, text: &str) -> Result<u32, ApiError> {
+    text.trim()
+        .parse()
+        .ok()
+        .filter(|n| (1..=32).contains(n))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_parameter",
+                format!("{name}={text:?}: a number of speakers from 1 to 32"),
+            )
+        })
 }
 
 fn parse_seq(text: &str) -> Result<u64, ApiError> {

@@ -29,6 +29,11 @@ pub fn report(app: &App) -> Value {
             "multilingual": model.info.as_ref().map(|i| i.multilingual),
             "error": model.error,
         },
+        "speakers": match &app.speaker {
+            None => json!({"enabled": false, "loaded": false, "error": null}),
+            Some(Ok(_)) => json!({"enabled": true, "loaded": true, "model": "GE2E (resemblyzer 0.1.4)", "error": null}),
+            Some(Err(e)) => json!({"enabled": true, "loaded": false, "error": e}),
+        },
         "inference": {
             "workers": workers,
             "threads_per_worker": app.config.threads_per_inference,

@@ -15,7 +15,6 @@ use crate::asr;
 use crate::audio::{self, DecodeLimits};
 use crate::context::sessions::{valid_session_id, Commit};
 use crate::context::token;
-use crate::stream::agreement::TimedWord;
 use crate::stream::{join_words, process_chunk, ChunkOptions, StreamState};
 
 /// One final segment of the response (stream time, seconds).
@@ -24,8 +23,11 @@ pub(super) struct SegmentOut {
     text: String,
     start: f64,
     end: f64,
-    /// Speaker label; `null` until speaker recognition runs (never a made-up number).
+    /// Speaker label (1, 2, … in order of first appearance in the stream); `null` when
+    /// speaker labels are off or none could be computed (never a made-up number).
     speaker: Option<u32>,
+    /// 0..1: how clearly the speaker was told apart (low for speech too short to judge).
+    speaker_confidence: Option<f64>,
     confidence: f64,
     words: Vec<WordOut>,
     /// Always true: segments in `results` are committed and never revised.
@@ -230,6 +232,39 @@ async fn handle(
         max_seconds: app.config.max_audio_seconds,
     };
     let policy = app.config.stream;
+    // Speaker options hold for the stream from the chunk that gave them.
+    let mut state = state;
+    let asked = &mut state.speakers.options;
+    if let Some(on) = request.diarize {
+        asked.off = !on;
+    }
+    asked.max_speakers = request.max_speakers.or(asked.max_speakers);
+    asked.min_speakers = request.min_speakers.or(asked.min_speakers);
+    let asked = *asked;
+    let mut speaker_warning = None;
+    let encoder = match &app.speaker {
+        _ if asked.off => None,
+        Some(Ok(encoder)) => Some(encoder.clone()),
+        Some(Err(e)) => {
+            speaker_warning = Some(format!("speaker labels are unavailable: {e}"));
+            None
+        }
+        None => {
+            if request.diarize == Some(true) {
+                speaker_warning = Some(
+                    "speaker labels are off on this service (PREPIS_SPEAKER_MODEL=off)".into(),
+                );
+            }
+            None
+        }
+    };
+    let tracker = encoder.as_ref().map(|_| crate::speaker::TrackerPolicy {
+        max_speakers: asked
+            .max_speakers
+            .map_or(app.config.speakers.max_speakers, |n| n as usize),
+        min_speakers: asked.min_speakers.unwrap_or(1) as usize,
+        ..app.config.speakers
+    });
     let started = Instant::now();
     let bytes = request.audio.len();
     let job = app.inference.run(move |engine| {
@@ -242,12 +277,23 @@ async fn handle(
             last,
         )?;
         state.recording = recording;
-        let options = ChunkOptions { last, language };
-        let (state, outcome) = process_chunk(engine, state, &audio.samples, &options, &policy)
-            .map_err(|e| {
-                tracing::error!(event = "inference_error", error = %e);
-                ApiError::from(e)
-            })?;
+        let options = ChunkOptions {
+            last,
+            language,
+            speakers: tracker,
+        };
+        let (state, outcome) = process_chunk(
+            engine,
+            encoder.as_deref(),
+            state,
+            &audio.samples,
+            &options,
+            &policy,
+        )
+        .map_err(|e| {
+            tracing::error!(event = "inference_error", error = %e);
+            ApiError::from(e)
+        })?;
         Ok::<_, ApiError>((audio, state, outcome, engine.info().name.clone()))
     });
     let (audio, state, outcome, model) = job.await??;
@@ -261,11 +307,7 @@ async fn handle(
             &state,
         )
     });
-    let results: Vec<SegmentOut> = outcome
-        .segments
-        .iter()
-        .map(|s| segment_out(&s.words))
-        .collect();
+    let results: Vec<SegmentOut> = outcome.segments.iter().map(segment_out).collect();
     let text = results
         .iter()
         .map(|s| s.text.as_str())
@@ -307,7 +349,7 @@ async fn handle(
         duration: round3(audio.duration()),
         processing_ms,
         model,
-        warnings: audio.warnings,
+        warnings: audio.warnings.into_iter().chain(speaker_warning).collect(),
     };
     let body = serde_json::to_string(&response).unwrap_or_default();
 
@@ -483,7 +525,8 @@ fn finish(
     }
 }
 
-fn segment_out(words: &[TimedWord]) -> SegmentOut {
+fn segment_out(segment: &crate::stream::FinalSegment) -> SegmentOut {
+    let words = &segment.words;
     let confidence = words
         .iter()
         .map(|w| w.probability_milli as f64)
@@ -494,7 +537,8 @@ fn segment_out(words: &[TimedWord]) -> SegmentOut {
         text: join_words(words),
         start: words.first().map_or(0.0, |w| ms_to_s(w.start_ms)),
         end: words.last().map_or(0.0, |w| ms_to_s(w.end_ms)),
-        speaker: None,
+        speaker: segment.speaker.map(|l| l.speaker),
+        speaker_confidence: segment.speaker.map(|l| round3(l.confidence as f64)),
         confidence: round3(confidence),
         words: words
             .iter()

@@ -46,6 +46,8 @@ pub struct StreamState {
     pub language: Option<String>,
     /// The MediaRecorder recording the chunks are timeslice blobs of (its header).
     pub recording: Option<crate::audio::Recording>,
+    /// The speakers heard so far (voiceprints) and the stream's speaker options.
+    pub speakers: crate::speaker::Speakers,
 }
 
 /// Tunables of the policy.
@@ -86,12 +88,16 @@ pub struct ChunkOptions {
     pub last: bool,
     /// Language forced by the request (overrides the locked one).
     pub language: Option<String>,
+    /// Speaker labelling, when on.
+    pub speakers: Option<crate::speaker::TrackerPolicy>,
 }
 
 /// A committed, final segment in stream time.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FinalSegment {
     pub words: Vec<TimedWord>,
+    /// The speaker, when speaker labels are on and one could be computed.
+    pub speaker: Option<crate::speaker::Label>,
 }
 
 impl FinalSegment {
@@ -114,6 +120,7 @@ pub struct ChunkOutcome {
 /// Runs the policy for one chunk of 16 kHz mono audio.
 pub fn process_chunk(
     engine: &dyn Transcriber,
+    speaker_encoder: Option<&crate::speaker::SpeakerEncoder>,
     mut state: StreamState,
     new_audio: &[f32],
     options: &ChunkOptions,
@@ -276,10 +283,21 @@ pub fn process_chunk(
         let combined = format!("{} {}", state.prompt, join_words(&before));
         state.prompt = last_chars_on_word_boundary(combined.trim(), policy.prompt_chars);
     }
+    let mut segments = split_segments(committed);
+    if let (Some(encoder), Some(policy)) = (speaker_encoder, options.speakers.as_ref()) {
+        segments = crate::speaker::label_segments(
+            encoder,
+            &mut state.speakers,
+            policy,
+            &window,
+            window_start_ms,
+            segments,
+        );
+    }
     Ok((
         state,
         ChunkOutcome {
-            segments: split_segments(committed),
+            segments,
             partial: pending,
             recognised,
         },
@@ -378,13 +396,17 @@ fn split_segments(words: Vec<TimedWord>) -> Vec<FinalSegment> {
             if sentence_end || word.start_ms > prev.end_ms + 1_000 {
                 segments.push(FinalSegment {
                     words: std::mem::take(&mut current),
+                    speaker: None,
                 });
             }
         }
         current.push(word);
     }
     if !current.is_empty() {
-        segments.push(FinalSegment { words: current });
+        segments.push(FinalSegment {
+            words: current,
+            speaker: None,
+        });
     }
     segments
 }

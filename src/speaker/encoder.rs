@@ -1,0 +1,308 @@
+//! The GE2E speaker encoder (resemblyzer 0.1.4's weights) in plain Rust: power mel
+//! spectrogram, 3-layer LSTM, Linear, ReLU, L2 norm; 256-dim voiceprints. The matrix
+//! products go through `matrixmultiply`'s SGEMM; all partials of an utterance run as one batch.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use realfft::{RealFftPlanner, RealToComplex};
+
+use crate::model::mel::slaney_mel_filters;
+
+const RATE: usize = 16_000;
+const N_FFT: usize = 400;
+const HOP: usize = 160;
+const N_MELS: usize = 40;
+const HIDDEN: usize = 256;
+const GATES: usize = 4 * HIDDEN;
+/// Frames per partial utterance (1.6 s).
+const PARTIAL_FRAMES: usize = 160;
+/// Frames between partials (resemblyzer's rate of 1.3 partials per second).
+const PARTIAL_STEP: usize = 77;
+/// A last partial is used when the audio covers this share of it.
+const MIN_COVERAGE: f64 = 0.75;
+/// Quiet audio is raised to this loudness before embedding (never lowered).
+const TARGET_DBFS: f64 = -30.0;
+
+/// Length of a voiceprint.
+pub const DIM: usize = 256;
+
+/// Why the encoder could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum EncoderError {
+    #[error("speaker model {path}: {message}")]
+    Load { path: String, message: String },
+}
+
+struct Layer {
+    input: usize,
+    /// `[GATES, input]`, row-major (PyTorch's layout).
+    w_ih: Vec<f32>,
+    /// `[GATES, HIDDEN]`.
+    w_hh: Vec<f32>,
+    /// `b_ih + b_hh`.
+    bias: Vec<f32>,
+}
+
+/// The loaded encoder; cheap to share between threads.
+pub struct SpeakerEncoder {
+    layers: Vec<Layer>,
+    linear_w: Vec<f32>,
+    linear_b: Vec<f32>,
+    mel_filters: Vec<f32>,
+    window: Vec<f32>,
+    fft: Arc<dyn RealToComplex<f32>>,
+}
+
+impl std::fmt::Debug for SpeakerEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SpeakerEncoder(GE2E)")
+    }
+}
+
+impl SpeakerEncoder {
+    /// Loads the safetensors file written by `scripts/speaker-weights.py`.
+    pub fn load(path: &Path) -> Result<Self, EncoderError> {
+        let fail = |message: String| EncoderError::Load {
+            path: path.display().to_string(),
+            message,
+        };
+        let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+        let tensors =
+            safetensors::SafeTensors::deserialize(&bytes).map_err(|e| fail(e.to_string()))?;
+        let get = |name: &str, shape: &[usize]| -> Result<Vec<f32>, EncoderError> {
+            let t = tensors
+                .tensor(name)
+                .map_err(|e| fail(format!("{name}: {e}")))?;
+            if t.dtype() != safetensors::Dtype::F32 || t.shape() != shape {
+                return Err(fail(format!(
+                    "{name}: {:?} {:?}, expected F32 {shape:?}",
+                    t.dtype(),
+                    t.shape()
+                )));
+            }
+            Ok(t.data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect())
+        };
+        let mut layers = Vec::new();
+        for l in 0..3 {
+            let input = if l == 0 { N_MELS } else { HIDDEN };
+            let b_ih = get(&format!("lstm.bias_ih_l{l}"), &[GATES])?;
+            let b_hh = get(&format!("lstm.bias_hh_l{l}"), &[GATES])?;
+            layers.push(Layer {
+                input,
+                w_ih: get(&format!("lstm.weight_ih_l{l}"), &[GATES, input])?,
+                w_hh: get(&format!("lstm.weight_hh_l{l}"), &[GATES, HIDDEN])?,
+                bias: b_ih.iter().zip(&b_hh).map(|(a, b)| a + b).collect(),
+            });
+        }
+        let window = (0..N_FFT)
+            .map(|i| {
+                (0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / N_FFT as f64).cos()) as f32
+            })
+            .collect();
+        Ok(SpeakerEncoder {
+            layers,
+            linear_w: get("linear.weight", &[DIM, HIDDEN])?,
+            linear_b: get("linear.bias", &[DIM])?,
+            mel_filters: slaney_mel_filters(RATE as u32, N_FFT, N_MELS),
+            window,
+            fft: RealFftPlanner::<f32>::new().plan_fft_forward(N_FFT),
+        })
+    }
+
+    /// The voiceprint of 16 kHz mono speech (resemblyzer's `embed_utterance`): the L2-normed
+    /// mean of the embeddings of 1.6 s partials every 0.77 s. `None` for empty audio.
+    pub fn embed(&self, samples: &[f32]) -> Option<Vec<f32>> {
+        if samples.is_empty() {
+            return None;
+        }
+        let slices = partial_slices(samples.len());
+        let end = slices.last().map_or(0, |s| s + PARTIAL_FRAMES) * HOP;
+        let mut wav = normalise_volume(samples);
+        if end >= wav.len() {
+            wav.resize(end, 0.0);
+        }
+        let mel = self.mel_spectrogram(&wav);
+        let batch = slices.len();
+        // Input laid out [frame][partial][mel].
+        let mut x = vec![0.0f32; PARTIAL_FRAMES * batch * N_MELS];
+        for (b, &start) in slices.iter().enumerate() {
+            for t in 0..PARTIAL_FRAMES {
+                let src = &mel[(start + t) * N_MELS..(start + t + 1) * N_MELS];
+                let dst = (t * batch + b) * N_MELS;
+                x[dst..dst + N_MELS].copy_from_slice(src);
+            }
+        }
+        let hidden = self.lstm(x, batch);
+        let mut mean = vec![0.0f32; DIM];
+        for h in hidden.chunks_exact(HIDDEN) {
+            let mut e: Vec<f32> = (0..DIM)
+                .map(|j| {
+                    let row = &self.linear_w[j * HIDDEN..(j + 1) * HIDDEN];
+                    (dot(row, h) + self.linear_b[j]).max(0.0)
+                })
+                .collect();
+            normalise(&mut e);
+            for (m, v) in mean.iter_mut().zip(&e) {
+                *m += v;
+            }
+        }
+        normalise(&mut mean);
+        Some(mean)
+    }
+
+    /// Power mel spectrogram, `[frames][N_MELS]`, centred frames with zero padding.
+    fn mel_spectrogram(&self, wav: &[f32]) -> Vec<f32> {
+        let pad = N_FFT / 2;
+        let mut padded = vec![0.0f32; wav.len() + 2 * pad];
+        padded[pad..pad + wav.len()].copy_from_slice(wav);
+        let frames = 1 + (padded.len() - N_FFT) / HOP;
+        let bins = N_FFT / 2 + 1;
+        let mut input = self.fft.make_input_vec();
+        let mut spectrum = self.fft.make_output_vec();
+        let mut power = vec![0.0f32; bins];
+        let mut out = vec![0.0f32; frames * N_MELS];
+        for f in 0..frames {
+            let frame = &padded[f * HOP..f * HOP + N_FFT];
+            for ((i, s), w) in input.iter_mut().zip(frame).zip(&self.window) {
+                *i = s * w;
+            }
+            // Lengths always match the plan, so this cannot fail.
+            let _ = self.fft.process(&mut input, &mut spectrum);
+            for (p, c) in power.iter_mut().zip(&spectrum) {
+                *p = c.norm_sqr();
+            }
+            for m in 0..N_MELS {
+                out[f * N_MELS + m] = dot(&self.mel_filters[m * bins..(m + 1) * bins], &power);
+            }
+        }
+        out
+    }
+
+    /// Runs the LSTM over `x` (`[PARTIAL_FRAMES][batch][input]`); returns the last layer's
+    /// final hidden state, `[batch][HIDDEN]`.
+    fn lstm(&self, mut x: Vec<f32>, batch: usize) -> Vec<f32> {
+        let rows = PARTIAL_FRAMES * batch;
+        let mut h = vec![0.0f32; batch * HIDDEN];
+        for layer in &self.layers {
+            // Input projections of every frame at once: gates = x · W_ihᵀ + bias.
+            let mut gates = vec![0.0f32; rows * GATES];
+            for row in gates.chunks_exact_mut(GATES) {
+                row.copy_from_slice(&layer.bias);
+            }
+            sgemm(rows, layer.input, GATES, &x, &layer.w_ih, &mut gates);
+            h.fill(0.0);
+            let mut c = vec![0.0f32; batch * HIDDEN];
+            let mut out = vec![0.0f32; rows * HIDDEN];
+            for t in 0..PARTIAL_FRAMES {
+                let g = &mut gates[t * batch * GATES..(t + 1) * batch * GATES];
+                sgemm(batch, HIDDEN, GATES, &h, &layer.w_hh, g);
+                for b in 0..batch {
+                    let g = &g[b * GATES..(b + 1) * GATES];
+                    let (hb, cb) = (
+                        &mut h[b * HIDDEN..(b + 1) * HIDDEN],
+                        &mut c[b * HIDDEN..(b + 1) * HIDDEN],
+                    );
+                    for k in 0..HIDDEN {
+                        let i = sigmoid(g[k]);
+                        let f = sigmoid(g[HIDDEN + k]);
+                        let cell = g[2 * HIDDEN + k].tanh();
+                        let o = sigmoid(g[3 * HIDDEN + k]);
+                        cb[k] = f * cb[k] + i * cell;
+                        hb[k] = o * cb[k].tanh();
+                    }
+                }
+                out[t * batch * HIDDEN..(t + 1) * batch * HIDDEN].copy_from_slice(&h);
+            }
+            x = out;
+        }
+        h
+    }
+}
+
+/// `c += a · bᵀ` with `a` `[m][k]` and `b` `[n][k]`, all row-major.
+fn sgemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+    debug_assert!(a.len() >= m * k && b.len() >= n * k && c.len() >= m * n);
+    // SAFETY: the slices hold m×k, n×k and m×n elements at the given strides (checked by
+    // the callers' construction and the debug assertion above), and `c` aliases neither.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            k as isize,
+            1,
+            b.as_ptr(),
+            1,
+            k as isize,
+            1.0,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Scales to unit length (leaves a zero vector alone).
+pub fn normalise(v: &mut [f32]) {
+    let norm = dot(v, v).sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+}
+
+/// Raises quiet audio to −30 dBFS (resemblyzer's `normalize_volume(increase_only=True)`).
+fn normalise_volume(samples: &[f32]) -> Vec<f32> {
+    let mean_square =
+        samples.iter().map(|s| (*s as f64).powi(2)).sum::<f64>() / samples.len().max(1) as f64;
+    let dbfs = 10.0 * mean_square.max(1e-20).log10();
+    let change = TARGET_DBFS - dbfs;
+    let gain = if change > 0.0 {
+        10f64.powf(change / 20.0) as f32
+    } else {
+        1.0
+    };
+    samples.iter().map(|s| s * gain).collect()
+}
+
+/// Start frames of the partials covering `n_samples` (resemblyzer's `compute_partial_slices`).
+fn partial_slices(n_samples: usize) -> Vec<usize> {
+    let n_frames = (n_samples + 1).div_ceil(HOP);
+    let steps = (n_frames + PARTIAL_STEP + 1)
+        .saturating_sub(PARTIAL_FRAMES)
+        .max(1);
+    let mut slices: Vec<usize> = (0..steps).step_by(PARTIAL_STEP).collect();
+    let last = *slices.last().unwrap_or(&0);
+    let coverage = (n_samples as f64 - (last * HOP) as f64) / (PARTIAL_FRAMES * HOP) as f64;
+    if coverage < MIN_COVERAGE && slices.len() > 1 {
+        slices.pop();
+    }
+    slices
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partials_follow_resemblyzer() {
+        // Values from tests/fixtures/speaker/reference.py's partial_slices.
+        assert_eq!(partial_slices(16_000), vec![0]);
+        assert_eq!(partial_slices(32_000), vec![0, 77]);
+        assert_eq!(partial_slices(40_000), vec![0, 77]);
+        assert_eq!(partial_slices(80_000), vec![0, 77, 154, 231, 308]);
+    }
+}

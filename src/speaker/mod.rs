@@ -1,0 +1,118 @@
+//! Speaker labels: the GE2E encoder turns stretches of speech into voiceprints, and the
+//! stream's tracker (in its context) matches them to the speakers heard so far.
+
+pub mod encoder;
+pub mod tracker;
+
+pub use encoder::SpeakerEncoder;
+pub use tracker::{Label, Speakers, StreamSpeakerOptions, TrackerPolicy};
+
+use crate::stream::agreement::TimedWord;
+use crate::stream::FinalSegment;
+
+/// Speech shorter than this is not embedded: it takes the current speaker, with low confidence.
+pub const MIN_EMBED_MS: u64 = 1_000;
+/// A gap between two words at least this long may separate two speakers.
+pub const TURN_GAP_MS: u64 = 300;
+
+/// Labels final segments from the audio they were heard in (`audio` starts at stream time
+/// `audio_start_ms`). A segment whose speech runs (words between gaps) belong to different
+/// speakers is split at the change.
+pub fn label_segments(
+    encoder: &SpeakerEncoder,
+    speakers: &mut Speakers,
+    policy: &TrackerPolicy,
+    audio: &[f32],
+    audio_start_ms: u64,
+    segments: Vec<FinalSegment>,
+) -> Vec<FinalSegment> {
+    let mut out = Vec::new();
+    for segment in segments {
+        let runs = speech_runs(segment.words);
+        let mut labels: Vec<Option<Label>> = runs
+            .iter()
+            .map(|run| {
+                let (start, end) = (run[0].start_ms, run[run.len() - 1].end_ms);
+                if end.saturating_sub(start) < MIN_EMBED_MS {
+                    return None;
+                }
+                let from = ms_to_index(start.saturating_sub(audio_start_ms), audio.len());
+                let to = ms_to_index(end.saturating_sub(audio_start_ms), audio.len());
+                let voiceprint = encoder.embed(&audio[from..to])?;
+                Some(speakers.assign(&voiceprint, policy))
+            })
+            .collect();
+        // Short runs take the label of their segment's neighbours, else the current speaker.
+        for i in 0..labels.len() {
+            if labels[i].is_none() {
+                let near = labels[..i]
+                    .iter()
+                    .rev()
+                    .chain(labels[i + 1..].iter())
+                    .find_map(|l| *l);
+                labels[i] = near
+                    .map(|l| Label {
+                        confidence: l.confidence.min(0.5),
+                        ..l
+                    })
+                    .or_else(|| speakers.inherit());
+            }
+        }
+        // Adjacent runs of one speaker make one segment.
+        let mut current: Option<(Option<u32>, Vec<TimedWord>, f32, u64)> = None;
+        for (run, label) in runs.into_iter().zip(labels) {
+            let speaker = label.map(|l| l.speaker);
+            let weight = run_ms(&run).max(1);
+            let confidence = label.map_or(0.0, |l| l.confidence);
+            match &mut current {
+                Some((s, words, c, w)) if *s == speaker => {
+                    *c = (*c * *w as f32 + confidence * weight as f32) / (*w + weight) as f32;
+                    *w += weight;
+                    words.extend(run);
+                }
+                _ => {
+                    if let Some(done) = current.take() {
+                        out.push(finish(done));
+                    }
+                    current = Some((speaker, run, confidence, weight));
+                }
+            }
+        }
+        if let Some(done) = current {
+            out.push(finish(done));
+        }
+    }
+    out
+}
+
+fn finish(
+    (speaker, words, confidence, _): (Option<u32>, Vec<TimedWord>, f32, u64),
+) -> FinalSegment {
+    FinalSegment {
+        words,
+        speaker: speaker.map(|speaker| Label {
+            speaker,
+            confidence,
+        }),
+    }
+}
+
+fn run_ms(run: &[TimedWord]) -> u64 {
+    run[run.len() - 1].end_ms.saturating_sub(run[0].start_ms)
+}
+
+fn ms_to_index(ms: u64, len: usize) -> usize {
+    ((ms * 16) as usize).min(len)
+}
+
+/// Splits words where a gap between them could be a change of speaker.
+fn speech_runs(words: Vec<TimedWord>) -> Vec<Vec<TimedWord>> {
+    let mut runs: Vec<Vec<TimedWord>> = Vec::new();
+    for word in words {
+        match runs.last_mut() {
+            Some(run) if word.start_ms < run[run.len() - 1].end_ms + TURN_GAP_MS => run.push(word),
+            _ => runs.push(vec![word]),
+        }
+    }
+    runs
+}
