@@ -252,7 +252,7 @@ mod tests {
         s.assign(&a, &policy);
         s.assign(&b, &policy);
         s.last = Some(1);
-        // Halfway (slightly towards b): the current speaker (1) keeps it.
-        assert_eq!(s.assign(&mix(&a, &b, 0.52), &policy).speaker, 1);
+        // Just past halfway towards b: the current speaker (1) keeps it.
+        assert_eq!(s.assign(&mix(&a, &b, 0.51), &policy).speaker, 1);
     }
 }
