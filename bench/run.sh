@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the benchmarks: prepis against faster-whisper on the same audio, in one run.
-#   bench/run.sh [latency|stream|window]...   (default: latency stream window)
+#   bench/run.sh [latency|stream|window|speakers]...   (default: latency stream window speakers)
 # Installs the baseline (PyPI faster-whisper 1.2.1) and the speech fixtures (Debian) if needed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +11,7 @@ if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c "import faster_whisp
   "$venv/bin/pip" install --quiet faster-whisper==1.2.1
 fi
 missing=()
-for p in pocketsphinx-testdata asterisk-core-sounds-en asterisk-core-sounds-en-wav; do
+for p in pocketsphinx-testdata asterisk-core-sounds-{en,fr,it,ru} asterisk-core-sounds-{en,fr,it,ru}-wav; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then
@@ -19,6 +19,11 @@ if ((${#missing[@]})); then
 fi
 export HANDLER="${HANDLER:-target/release/handler}"
 export FW_PYTHON="$venv/bin/python"
-for what in "${@:-latency stream window}"; do
-  for w in $what; do "$venv/bin/python" bench/compare.py "$w"; done
+for what in "${@:-latency stream window speakers}"; do
+  for w in $what; do
+    case "$w" in
+      speakers) "$venv/bin/python" bench/speakers.py run ;;
+      *) "$venv/bin/python" bench/compare.py "$w" ;;
+    esac
+  done
 done

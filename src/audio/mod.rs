@@ -164,7 +164,9 @@ pub fn decode_stream_chunk(
     }
     let assembled = match (kept, starts_a_file(bytes)) {
         (Some(kept), None) => timeslice::resume(kept, bytes).map_err(AudioError::Undecodable)?,
-        (_, Some(container)) if !last && timeslice::continues(container, bytes) => {
+        // A whole recording is cut at its last complete element too: symphonia's demuxers
+        // can fail (even panic) on a file cut inside one.
+        (_, Some(container)) if timeslice::continues(container, bytes) => {
             match timeslice::begin(container, bytes) {
                 Ok(assembled) => assembled,
                 Err(why) => {
@@ -357,6 +359,23 @@ mod tests {
             decode_chunk(&[0x1f, 0x43, 0xb6, 0x75, 1], Some("audio/webm"), LIMITS),
             Err(AudioError::Headerless("a WebM cluster"))
         ));
+    }
+
+    #[test]
+    fn a_recording_cut_inside_an_element_decodes_up_to_it_and_says_so() {
+        // Chromium's first timeslice blob cut at 3000 bytes: symphonia's WebM demuxer
+        // panics on it (found by cargo fuzz); cut at the last whole block it decodes.
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/browser/webm-opus/000.webm"
+        );
+        let blob = std::fs::read(path).unwrap();
+        let (audio, kept) =
+            decode_stream_chunk(&blob[..3000], Some("audio/webm"), LIMITS, None, true).unwrap();
+        assert!(kept.is_none());
+        assert!(audio.duration() > 0.1, "{}", audio.duration());
+        assert_eq!(audio.warnings.len(), 1, "{:?}", audio.warnings);
+        assert!(audio.warnings[0].contains("cut short"));
     }
 
     #[test]

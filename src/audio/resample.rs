@@ -8,9 +8,21 @@ const CHUNK: usize = 1024;
 
 /// Resamples mono audio from `rate` to 16 kHz, keeping its duration to the sample.
 pub fn to_target_rate(samples: &[f32], rate: u32) -> Result<Vec<f32>, AudioError> {
+    // Full scale is ±1: louder float PCM is clipped there (and would overflow the FFT).
+    let clipped: Vec<f32> = samples
+        .iter()
+        .map(|s| {
+            if s.is_finite() {
+                s.clamp(-1.0, 1.0)
+            } else {
+                0.0
+            }
+        })
+        .collect();
     if rate == TARGET_RATE {
-        return Ok(samples.to_vec());
+        return Ok(clipped);
     }
+    let samples = &clipped[..];
     let failed = |e: &dyn std::fmt::Display| AudioError::Undecodable(format!("resampling: {e}"));
     let mut resampler = FftFixedIn::<f32>::new(rate as usize, TARGET_RATE as usize, CHUNK, 2, 1)
         .map_err(|e| failed(&e))?;
@@ -82,5 +94,13 @@ mod tests {
         assert_eq!(to_target_rate(&[0.1; 3], 48_000).unwrap().len(), 1);
         // A whole number of resampler chunks leaves no remainder.
         assert_eq!(to_target_rate(&[0.1; 2048], 32_000).unwrap().len(), 1024);
+    }
+
+    #[test]
+    fn absurd_float_samples_are_clipped_not_a_panic() {
+        let loud = vec![3.0e38f32; 4_800];
+        let out = to_target_rate(&loud, 48_000).unwrap();
+        assert_eq!(out.len(), 1_600);
+        assert!(out.iter().all(|s| s.is_finite() && s.abs() <= 1.1));
     }
 }

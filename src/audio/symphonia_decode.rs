@@ -77,6 +77,10 @@ pub fn decode_container(
     if container == Container::Wav {
         check_wav_format(bytes)?;
     }
+    if container == Container::Mp4 {
+        super::timeslice::mp4_tables_fit(bytes)
+            .map_err(|why| AudioError::Undecodable(format!("the MP4 file is damaged: {why}")))?;
+    }
     std::panic::catch_unwind(|| decode_checked(bytes, container, limits, continuation))
         .unwrap_or_else(|_| {
             Err(AudioError::Undecodable(format!(

@@ -393,6 +393,74 @@ fn walk_mp4(data: &[u8]) -> Walk {
     }
 }
 
+/// Checks that every MP4 sample table holds the entries its count announces. symphonia
+/// 0.5.5 allocates `count` entries up front: a 1 KB file announcing 4 billion would abort
+/// the process on the failed allocation (found by cargo fuzz). Returns the offending box.
+pub fn mp4_tables_fit(data: &[u8]) -> Result<(), String> {
+    fn walk(data: &[u8], depth: usize) -> Result<(), String> {
+        let mut pos = 0;
+        while pos + 8 <= data.len() {
+            let b = &data[pos..];
+            let kind = &b[4..8];
+            let (size, header) = match u32::from_be_bytes([b[0], b[1], b[2], b[3]]) {
+                1 => match b.get(8..16) {
+                    Some(large) => (u64::from_be_bytes(large.try_into().unwrap_or_default()), 16),
+                    None => return Ok(()),
+                },
+                0 => (b.len() as u64, 8),
+                n => (n as u64, 8),
+            };
+            if size < header as u64 {
+                return Ok(()); // Broken: symphonia reports it.
+            }
+            let end = (size as usize).min(b.len());
+            let body = &b[header..end];
+            let entry = match kind {
+                b"stts" | b"co64" | b"ctts" => Some(8),
+                b"stsc" => Some(12),
+                b"stco" | b"stss" => Some(4),
+                _ => None,
+            };
+            let count = |at: usize| {
+                body.get(at..at + 4)
+                    .map_or(0, |c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as u64)
+            };
+            let needed = match kind {
+                _ if entry.is_some() => Some(8 + count(4) * entry.unwrap_or(0)),
+                // stsz: a fixed size for all samples, or one size per sample.
+                b"stsz" if count(4) == 0 => Some(12 + count(8) * 4),
+                _ => None,
+            };
+            if let Some(needed) = needed {
+                if needed > body.len() as u64 {
+                    return Err(format!(
+                        "its {} box announces more entries than it holds",
+                        String::from_utf8_lossy(kind)
+                    ));
+                }
+            }
+            let container = matches!(
+                kind,
+                b"moov"
+                    | b"trak"
+                    | b"mdia"
+                    | b"minf"
+                    | b"stbl"
+                    | b"edts"
+                    | b"moof"
+                    | b"traf"
+                    | b"mvex"
+            );
+            if container && depth < 16 {
+                walk(body, depth + 1)?;
+            }
+            pos += end;
+        }
+        Ok(())
+    }
+    walk(data, 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -494,6 +562,25 @@ mod tests {
         let c = resume(&b.recording, &[0u8; 64]).unwrap();
         assert!(c.file.is_empty() && c.recording.pending.is_empty());
         assert_eq!(c.warnings.len(), 1);
+    }
+
+    #[test]
+    fn mp4_tables_that_announce_more_than_they_hold_are_caught() {
+        let stts = |count: u32| {
+            let mut b = 24u32.to_be_bytes().to_vec();
+            b.extend_from_slice(b"stts\0\0\0\0");
+            b.extend_from_slice(&count.to_be_bytes());
+            b.extend_from_slice(&[0, 0, 0, 1, 0, 0, 4, 0]);
+            let mut stbl = ((b.len() + 8) as u32).to_be_bytes().to_vec();
+            stbl.extend_from_slice(b"stbl");
+            stbl.extend_from_slice(&b);
+            let mut moov = ((stbl.len() + 8) as u32).to_be_bytes().to_vec();
+            moov.extend_from_slice(b"moov");
+            moov.extend_from_slice(&stbl);
+            moov
+        };
+        assert_eq!(mp4_tables_fit(&stts(1)), Ok(()));
+        assert!(mp4_tables_fit(&stts(u32::MAX)).is_err());
     }
 
     #[test]

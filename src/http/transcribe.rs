@@ -78,6 +78,8 @@ struct TranscribeResponse {
     /// Seconds of audio decoded from this request.
     duration: f64,
     processing_ms: u64,
+    /// The part of `processing_ms` spent on speaker labels.
+    speaker_ms: u64,
     model: String,
     /// Decoding problems that did not stop the request.
     warnings: Vec<String>,
@@ -348,6 +350,7 @@ async fn handle(
         language: state.language.clone(),
         duration: round3(audio.duration()),
         processing_ms,
+        speaker_ms: outcome.speaker_ms,
         model,
         warnings: audio.warnings.into_iter().chain(speaker_warning).collect(),
     };

@@ -39,7 +39,7 @@ pub fn label_segments(
                 let from = ms_to_index(start.saturating_sub(audio_start_ms), audio.len());
                 let to = ms_to_index(end.saturating_sub(audio_start_ms), audio.len());
                 let voiceprint = encoder.embed(&audio[from..to])?;
-                Some(speakers.assign(&voiceprint, policy))
+                Some(speakers.assign(&voiceprint, end - start, policy))
             })
             .collect();
         // Short runs take the label of their segment's neighbours, else the current speaker.

@@ -59,6 +59,9 @@ impl Default for TrackerPolicy {
     }
 }
 
+/// Shortest speech whose voiceprint may open a new speaker.
+pub const MIN_NEW_SPEAKER_MS: u64 = 2_000;
+
 /// How much more readily a new speaker opens while fewer than `min_speakers` are known.
 const MIN_SPEAKERS_BOOST: f32 = 0.05;
 
@@ -82,8 +85,10 @@ impl Speakers {
             .collect()
     }
 
-    /// Labels a voiceprint (unit length) and learns from it.
-    pub fn assign(&mut self, voiceprint: &[f32], policy: &TrackerPolicy) -> Label {
+    /// Labels a voiceprint (unit length) of `speech_ms` of speech and learns from it. Only
+    /// a voiceprint of at least `MIN_NEW_SPEAKER_MS` may open a new speaker (shorter ones
+    /// are too noisy: they join the closest known speaker).
+    pub fn assign(&mut self, voiceprint: &[f32], speech_ms: u64, policy: &TrackerPolicy) -> Label {
         let sims = self.similarities(voiceprint);
         let eager = if self.centroids.len() < policy.min_speakers {
             MIN_SPEAKERS_BOOST
@@ -107,7 +112,12 @@ impl Speakers {
                 Some(c)
             }
             (Some(b), _) if sims[b] >= policy.new_speaker_below => Some(b),
-            (Some(b), _) if self.centroids.len() >= policy.max_speakers.max(1) => Some(b),
+            (Some(b), _)
+                if self.centroids.len() >= policy.max_speakers.max(1)
+                    || speech_ms < MIN_NEW_SPEAKER_MS =>
+            {
+                Some(b)
+            }
             _ => None,
         };
         let (index, own) = match chosen {
@@ -216,11 +226,11 @@ mod tests {
         let cos: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
         assert!(cos < 0.9, "test voices must differ: {cos}");
         let mut s = Speakers::default();
-        assert_eq!(s.assign(&a, &policy).speaker, 1);
-        assert_eq!(s.assign(&b, &policy).speaker, 2);
-        assert_eq!(s.assign(&mix(&a, &b, 0.05), &policy).speaker, 1);
+        assert_eq!(s.assign(&a, 3_000, &policy).speaker, 1);
+        assert_eq!(s.assign(&b, 3_000, &policy).speaker, 2);
+        assert_eq!(s.assign(&mix(&a, &b, 0.05), 3_000, &policy).speaker, 1);
         assert_eq!(s.inherit().unwrap().speaker, 1);
-        assert_eq!(s.assign(&b, &policy).speaker, 2);
+        assert_eq!(s.assign(&b, 3_000, &policy).speaker, 2);
         assert_eq!(s.centroids.len(), 2);
         assert_eq!(s.centroids[0].count, 2);
     }
@@ -234,7 +244,7 @@ mod tests {
         };
         let mut s = Speakers::default();
         for seed in 0..5 {
-            let label = s.assign(&unit(seed), &policy);
+            let label = s.assign(&unit(seed), 3_000, &policy);
             assert!(label.speaker <= 2);
         }
         assert_eq!(s.centroids.len(), 2);
@@ -249,10 +259,10 @@ mod tests {
         };
         let (a, b) = (unit(1), unit(2));
         let mut s = Speakers::default();
-        s.assign(&a, &policy);
-        s.assign(&b, &policy);
+        s.assign(&a, 3_000, &policy);
+        s.assign(&b, 3_000, &policy);
         s.last = Some(1);
         // Just past halfway towards b: the current speaker (1) keeps it.
-        assert_eq!(s.assign(&mix(&a, &b, 0.51), &policy).speaker, 1);
+        assert_eq!(s.assign(&mix(&a, &b, 0.51), 3_000, &policy).speaker, 1);
     }
 }

@@ -115,6 +115,8 @@ pub struct ChunkOutcome {
     pub partial: Vec<TimedWord>,
     /// Whether Whisper ran.
     pub recognised: bool,
+    /// Time spent on speaker labels.
+    pub speaker_ms: u64,
 }
 
 /// Runs the policy for one chunk of 16 kHz mono audio.
@@ -284,6 +286,7 @@ pub fn process_chunk(
         state.prompt = last_chars_on_word_boundary(combined.trim(), policy.prompt_chars);
     }
     let mut segments = split_segments(committed);
+    let speaker_started = std::time::Instant::now();
     if let (Some(encoder), Some(policy)) = (speaker_encoder, options.speakers.as_ref()) {
         segments = crate::speaker::label_segments(
             encoder,
@@ -300,6 +303,7 @@ pub fn process_chunk(
             segments,
             partial: pending,
             recognised,
+            speaker_ms: speaker_started.elapsed().as_millis() as u64,
         },
     ))
 }
