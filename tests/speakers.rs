@@ -58,3 +58,40 @@ fn embeddings_match_the_reference_computation() {
     let want = expected["cosine_between"].as_f64().unwrap() as f32;
     assert!((between - want).abs() < 1e-4, "{between} vs {want}");
 }
+
+#[test]
+fn voiceprints_tell_the_test_voices_apart() {
+    // Every utterance of the LibriVox reader and of the cards speaker (pocketsphinx-testdata):
+    // each voice's utterances are closer to each other than to any of the other voice's.
+    let encoder = encoder();
+    let embed = |u: &util::Utterance| encoder.embed(&samples(u.path.to_str().unwrap())).unwrap();
+    let a: Vec<Vec<f32>> = util::librivox().iter().map(embed).collect();
+    let b: Vec<Vec<f32>> = util::cards().iter().map(embed).collect();
+    let cos = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(p, q)| p * q).sum::<f32>();
+    let centroid = |v: &[&Vec<f32>]| {
+        let mut m = vec![0.0f32; v[0].len()];
+        for x in v {
+            m.iter_mut().zip(x.iter()).for_each(|(a, b)| *a += b);
+        }
+        let n = m.iter().map(|x| x * x).sum::<f32>().sqrt();
+        m.iter().map(|x| x / n).collect::<Vec<f32>>()
+    };
+    // Each utterance against the centroid of the rest of its voice and of the other voice.
+    for (own, other) in [(&a, &b), (&b, &a)] {
+        let other_centroid = centroid(&other.iter().collect::<Vec<_>>());
+        for (i, x) in own.iter().enumerate() {
+            let rest: Vec<&Vec<f32>> = own
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, y)| y)
+                .collect();
+            let (same, across) = (cos(x, &centroid(&rest)), cos(x, &other_centroid));
+            println!("utterance {i}: own voice {same:.3}, other voice {across:.3}");
+            assert!(
+                same > across + 0.1,
+                "utterance {i}: own {same}, other {across}"
+            );
+        }
+    }
+}

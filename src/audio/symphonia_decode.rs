@@ -77,6 +77,11 @@ pub fn decode_container(
     if container == Container::Wav {
         check_wav_format(bytes)?;
     }
+    if container == Container::Matroska {
+        super::timeslice::matroska_sizes_fit(bytes).map_err(|why| {
+            AudioError::Undecodable(format!("the WebM/Matroska file is damaged: {why}"))
+        })?;
+    }
     if container == Container::Mp4 {
         super::timeslice::mp4_tables_fit(bytes)
             .map_err(|why| AudioError::Undecodable(format!("the MP4 file is damaged: {why}")))?;

@@ -461,6 +461,149 @@ pub fn mp4_tables_fit(data: &[u8]) -> Result<(), String> {
     walk(data, 0)
 }
 
+/// Checks that no Matroska element (and no laced frame) claims more bytes than the file
+/// holds. symphonia 0.5.5 allocates an element's or frame's declared size before reading it:
+/// a few bytes announcing 2^50 would abort the process (found by cargo fuzz). Masters may run
+/// past the end (a cut-off file); their children are checked against what is there.
+pub fn matroska_sizes_fit(data: &[u8]) -> Result<(), String> {
+    const MASTERS: &[u32] = &[
+        0x1A45_DFA3,
+        0x1853_8067,
+        0x114D_9B74,
+        0x4DBB,
+        0x1549_A966,
+        0x1F43_B675,
+        0xA0,
+        0x75A1,
+        0xA6,
+        0x1654_AE6B,
+        0xAE,
+        0xE0,
+        0xE1,
+        0x6D80,
+        0x6240,
+        0x5035,
+        0x47E7,
+        0x55B0,
+        0x55D0,
+        0x1C53_BB6B,
+        0xBB,
+        0xB7,
+        0x1043_A770,
+        0x45B9,
+        0xB6,
+        0x80,
+        0x1254_C367,
+        0x7373,
+        0x63C0,
+        0x67C8,
+    ];
+    fn walk(data: &[u8], depth: usize) -> Result<(), String> {
+        let mut pos = 0;
+        while pos < data.len() {
+            let Ok(Some((id, id_len))) = vint(&data[pos..], true) else {
+                return Ok(()); // Not an element: symphonia stops there.
+            };
+            let Ok(Some((size, size_len))) = vint(&data[pos + id_len..], false) else {
+                return Ok(());
+            };
+            let start = pos + id_len + size_len;
+            let unknown = size == (1u64 << (7 * size_len)) - 1;
+            let available = (data.len() - start.min(data.len())) as u64;
+            let id = id as u32;
+            if MASTERS.contains(&id) {
+                let end = if unknown {
+                    data.len()
+                } else {
+                    start + size.min(available) as usize
+                };
+                if depth < 32 {
+                    walk(&data[start.min(data.len())..end], depth + 1)?;
+                }
+                pos = end;
+                continue;
+            }
+            if unknown || size > available {
+                return Err(format!(
+                    "an element (ID {id:X}) claims {size} bytes where {available} remain"
+                ));
+            }
+            let body = &data[start..start + size as usize];
+            if id == 0xA1 || id == 0xA3 {
+                block_lacing_fits(body)?;
+            }
+            pos = start + size as usize;
+        }
+        Ok(())
+    }
+    walk(data, 0)
+}
+
+/// Checks the frame sizes a (Simple)Block's lacing announces against the block's bytes.
+fn block_lacing_fits(block: &[u8]) -> Result<(), String> {
+    let too_big = || Err("a laced block announces frames larger than itself".to_string());
+    let Ok(Some((_, track_len))) = vint(block, false) else {
+        return Ok(());
+    };
+    let Some(&flags) = block.get(track_len + 2) else {
+        return Ok(());
+    };
+    let lacing = (flags >> 1) & 3;
+    let mut pos = track_len + 3;
+    if lacing == 0 {
+        return Ok(());
+    }
+    let Some(&count) = block.get(pos) else {
+        return Ok(());
+    };
+    pos += 1;
+    let mut total: u64 = 0;
+    match lacing {
+        1 => {
+            for _ in 0..count {
+                let mut size = 0u64;
+                loop {
+                    let Some(&b) = block.get(pos) else {
+                        return Ok(());
+                    };
+                    pos += 1;
+                    size += b as u64;
+                    if b != 255 {
+                        break;
+                    }
+                }
+                total += size;
+            }
+        }
+        3 => {
+            let Ok(Some((first, len))) = vint(&block[pos.min(block.len())..], false) else {
+                return Ok(());
+            };
+            pos += len;
+            let mut size = first as i64;
+            total = first;
+            for _ in 1..count {
+                let Ok(Some((raw, len))) = vint(&block[pos.min(block.len())..], false) else {
+                    return Ok(());
+                };
+                pos += len;
+                // Signed: the raw value minus half its range.
+                let bias = (1i64 << (7 * len - 1)) - 1;
+                size += raw as i64 - bias;
+                if size < 0 {
+                    return too_big();
+                }
+                total += size as u64;
+            }
+        }
+        _ => return Ok(()), // Fixed-size lacing: sizes come from the block length.
+    }
+    if total > block.len().saturating_sub(pos) as u64 {
+        return too_big();
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -581,6 +724,24 @@ mod tests {
         };
         assert_eq!(mp4_tables_fit(&stts(1)), Ok(()));
         assert!(mp4_tables_fit(&stts(u32::MAX)).is_err());
+    }
+
+    #[test]
+    fn matroska_elements_that_claim_more_than_the_file_are_caught() {
+        let mut f = webm_head();
+        f.extend_from_slice(&[0x1f, 0x43, 0xb6, 0x75, 0x01, 0xff, 0xff, 0xff]);
+        f.extend_from_slice(&[0xff, 0xff, 0xff, 0xff]);
+        f.extend_from_slice(&simple_block(1));
+        assert_eq!(matroska_sizes_fit(&f), Ok(()));
+        // A Title string of 2^40 bytes.
+        let mut bad = f.clone();
+        bad.extend_from_slice(&[0x7b, 0xa9, 0x01, 0x00, 0x01, 0, 0, 0, 0, 0]);
+        assert!(matroska_sizes_fit(&bad).is_err());
+        // EBML lacing announcing a 2^32-byte first frame.
+        let mut laced = f;
+        laced.extend_from_slice(&[0xa3, 0x8e, 0x81, 0x00, 0x00, 0x86, 0x01]);
+        laced.extend_from_slice(&[0x01, 0, 0, 0x01, 0, 0, 0, 0, 0]);
+        assert!(matroska_sizes_fit(&laced).is_err());
     }
 
     #[test]
