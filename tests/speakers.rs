@@ -95,3 +95,131 @@ fn voiceprints_tell_the_test_voices_apart() {
         }
     }
 }
+
+/// Two voices taking turns: the LibriVox reader, the cards speaker (all five commands), the
+/// reader again; with the reference speaker (0 or 1) of every second.
+fn two_voices() -> (Vec<f32>, Vec<(f64, f64, usize)>) {
+    let (l, c) = (util::librivox(), util::cards());
+    let mut audio = Vec::new();
+    let mut turns = Vec::new();
+    for (who, utterances) in [(0, &l[0..2]), (1, &c[..]), (0, &l[2..4])] {
+        let start = audio.len() as f64 / 16_000.0;
+        for u in utterances {
+            audio.extend(samples(u.path.to_str().unwrap()));
+            audio.extend(std::iter::repeat_n(0.0, 4_000));
+        }
+        turns.push((start, audio.len() as f64 / 16_000.0, who));
+        audio.extend(std::iter::repeat_n(0.0, 8_000));
+    }
+    (audio, turns)
+}
+
+/// Streams 2 s chunks of raw PCM round-robin over `servers` with `query`; every final segment.
+fn stream(servers: &[&util::Server], audio: &[f32], query: &str) -> Vec<Value> {
+    let chunks: Vec<&[f32]> = audio.chunks(32_000).collect();
+    let mut context: Option<String> = None;
+    let mut segments = Vec::new();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let body: Vec<u8> = chunk
+            .iter()
+            .flat_map(|s| ((s * 32767.0) as i16).to_le_bytes())
+            .collect();
+        let last = i + 1 == chunks.len();
+        let server = servers[i % servers.len()];
+        let mut request = util::client()
+            .post(server.url(&format!("/api/transcribe?language=en&final={last}&{query}")))
+            .header("Content-Type", "audio/pcm;rate=16000")
+            .body(body);
+        if let Some(c) = &context {
+            request = request.header("X-Prepis-Context", c);
+        }
+        let reply: Value = request.send().unwrap().json().unwrap();
+        assert!(reply["error"].is_null(), "{reply}");
+        context = reply["context"].as_str().map(str::to_string);
+        segments.extend(reply["results"].as_array().unwrap().iter().cloned());
+    }
+    segments
+}
+
+fn labels(segments: &[Value]) -> Vec<Option<u64>> {
+    segments.iter().map(|s| s["speaker"].as_u64()).collect()
+}
+
+#[test]
+fn labels_follow_the_voices_and_agree_across_instances() {
+    let env = [(
+        "PREPIS_CONTEXT_KEY",
+        "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+    )];
+    let (audio, turns) = two_voices();
+    let one = util::Server::start(&env);
+    let segments = stream(&[&one], &audio, "");
+    // Each segment's label against the reference voice at its middle.
+    let mut mapping = std::collections::HashMap::new();
+    let mut wrong = 0.0;
+    let mut total = 0.0;
+    for s in &segments {
+        let (start, end) = (s["start"].as_f64().unwrap(), s["end"].as_f64().unwrap());
+        let middle = (start + end) / 2.0;
+        let who = turns
+            .iter()
+            .find(|t| t.0 <= middle && middle < t.1)
+            .unwrap()
+            .2;
+        let label = s["speaker"].as_u64().expect("every segment has a speaker");
+        let confidence = s["speaker_confidence"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&confidence), "{s}");
+        if end - start < 1.0 {
+            assert!(confidence <= 0.5, "a short segment is never sure: {s}");
+        }
+        let expected = *mapping.entry(who).or_insert(label);
+        total += end - start;
+        if label != expected {
+            wrong += end - start;
+        }
+    }
+    let found: std::collections::HashSet<_> = labels(&segments).into_iter().collect();
+    assert_eq!(found.len(), 2, "two voices: {found:?}");
+    assert_eq!(mapping[&0], 1, "labels count from 1 in order of appearance");
+    assert!(
+        wrong / total < 0.1,
+        "{:.0} % of speech mislabelled",
+        100.0 * wrong / total
+    );
+
+    // Three instances, round-robin: the same labels.
+    let (a, b, c) = (
+        util::Server::start(&env),
+        util::Server::start(&env),
+        util::Server::start(&env),
+    );
+    let spread = stream(&[&a, &b, &c], &audio, "");
+    assert_eq!(labels(&spread), labels(&segments));
+
+    // Options: off, and a cap of one speaker.
+    let off = stream(&[&one], &audio, "diarize=false");
+    assert!(off
+        .iter()
+        .all(|s| s["speaker"].is_null() && s["speaker_confidence"].is_null()));
+    let capped = stream(&[&one], &audio, "max_speakers=1");
+    assert!(
+        labels(&capped).iter().all(|l| *l == Some(1)),
+        "{:?}",
+        labels(&capped)
+    );
+}
+
+#[test]
+fn silence_has_no_speakers_and_bad_options_are_refused() {
+    let server = util::Server::start(&[]);
+    assert!(stream(&[&server], &vec![0.0; 16_000 * 5], "").is_empty());
+    let r = util::client()
+        .post(server.url("/api/transcribe?max_speakers=0"))
+        .header("Content-Type", "audio/pcm;rate=16000")
+        .body(vec![0u8; 3_200])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let status = server.get_json("/api/status");
+    assert_eq!(status["speakers"]["loaded"], true, "{status}");
+}

@@ -461,6 +461,22 @@ pub fn mp4_tables_fit(data: &[u8]) -> Result<(), String> {
     walk(data, 0)
 }
 
+/// symphonia's top-level elements (Cluster, Cues, Info, SeekHead, Tags, Tracks).
+const TOP_LEVEL: &[u32] = &[
+    0x1F43_B675,
+    0x1C53_BB6B,
+    0x1549_A966,
+    0x114D_9B74,
+    0x1254_C367,
+    0x1654_AE6B,
+];
+fn next_id(data: &[u8], from: usize, id: u32) -> Option<usize> {
+    data.get(from..)?
+        .windows(4)
+        .position(|w| w == id.to_be_bytes())
+        .map(|p| p + from)
+}
+
 /// Checks that no Matroska element (and no laced frame) claims more bytes than the file
 /// holds. symphonia 0.5.5 allocates an element's or frame's declared size before reading it:
 /// a few bytes announcing 2^50 would abort the process (found by cargo fuzz). Masters may run
@@ -501,8 +517,22 @@ pub fn matroska_sizes_fit(data: &[u8]) -> Result<(), String> {
     fn walk(data: &[u8], depth: usize) -> Result<(), String> {
         let mut pos = 0;
         while pos < data.len() {
+            if data[pos] < 0x10 {
+                // Not an ID: symphonia skips to the next top-level element and reads on.
+                match TOP_LEVEL
+                    .iter()
+                    .filter_map(|id| next_id(data, pos + 1, *id))
+                    .min()
+                {
+                    Some(next) => {
+                        pos = next;
+                        continue;
+                    }
+                    None => return Ok(()),
+                }
+            }
             let Ok(Some((id, id_len))) = vint(&data[pos..], true) else {
-                return Ok(()); // Not an element: symphonia stops there.
+                return Ok(()); // Cut off: symphonia stops there.
             };
             let Ok(Some((size, size_len))) = vint(&data[pos + id_len..], false) else {
                 return Ok(());
@@ -523,7 +553,10 @@ pub fn matroska_sizes_fit(data: &[u8]) -> Result<(), String> {
                 pos = end;
                 continue;
             }
-            if unknown || size > available {
+            if unknown {
+                return Err(format!("an element (ID {id:X}) has no size"));
+            }
+            if size > available {
                 return Err(format!(
                     "an element (ID {id:X}) claims {size} bytes where {available} remain"
                 ));

@@ -122,7 +122,11 @@ impl Speakers {
         };
         let (index, own) = match chosen {
             Some(i) => {
-                self.learn(i, voiceprint);
+                // Only long, clear matches refine a voiceprint: short or doubtful ones would
+                // blur it towards the other voices.
+                if speech_ms >= MIN_NEW_SPEAKER_MS && sims[i] >= policy.new_speaker_below {
+                    self.learn(i, voiceprint);
+                }
                 (i, sims[i])
             }
             None => {
@@ -232,6 +236,9 @@ mod tests {
         assert_eq!(s.inherit().unwrap().speaker, 1);
         assert_eq!(s.assign(&b, 3_000, &policy).speaker, 2);
         assert_eq!(s.centroids.len(), 2);
+        assert_eq!(s.centroids[0].count, 2);
+        // A short match labels but does not learn.
+        s.assign(&a, 1_000, &policy);
         assert_eq!(s.centroids[0].count, 2);
     }
 
