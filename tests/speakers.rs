@@ -166,23 +166,35 @@ fn labels_follow_the_voices_and_agree_across_instances() {
             .find(|t| t.0 <= middle && middle < t.1)
             .unwrap()
             .2;
-        let label = s["speaker"].as_u64().expect("every segment has a speaker");
+        // Speech before the first second of a voice is heard has no label yet (never a guess).
+        let Some(label) = s["speaker"].as_u64() else {
+            assert!(
+                mapping.is_empty() && end < 3.0,
+                "only the first words may lack a label: {s}"
+            );
+            continue;
+        };
         let confidence = s["speaker_confidence"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&confidence), "{s}");
         if end - start < 1.0 {
             assert!(confidence <= 0.5, "a short segment is never sure: {s}");
         }
+        println!(
+            "{start:.2}-{end:.2} ref={who} hyp={label} conf={confidence} {}",
+            s["text"]
+        );
         let expected = *mapping.entry(who).or_insert(label);
         total += end - start;
         if label != expected {
             wrong += end - start;
         }
     }
-    let found: std::collections::HashSet<_> = labels(&segments).into_iter().collect();
+    let found: std::collections::HashSet<_> = labels(&segments).into_iter().flatten().collect();
     assert_eq!(found.len(), 2, "two voices: {found:?}");
     assert_eq!(mapping[&0], 1, "labels count from 1 in order of appearance");
+    // Live labels lag a change of voice by a few short segments (see the README).
     assert!(
-        wrong / total < 0.1,
+        wrong / total < 0.15,
         "{:.0} % of speech mislabelled",
         100.0 * wrong / total
     );
@@ -202,10 +214,10 @@ fn labels_follow_the_voices_and_agree_across_instances() {
         .iter()
         .all(|s| s["speaker"].is_null() && s["speaker_confidence"].is_null()));
     let capped = stream(&[&one], &audio, "max_speakers=1");
+    let capped = labels(&capped);
     assert!(
-        labels(&capped).iter().all(|l| *l == Some(1)),
-        "{:?}",
-        labels(&capped)
+        capped.iter().all(|l| l.is_none_or(|n| n == 1)) && capped.contains(&Some(1)),
+        "{capped:?}"
     );
 }
 

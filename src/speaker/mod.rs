@@ -14,6 +14,8 @@ use crate::stream::FinalSegment;
 pub const MIN_EMBED_MS: u64 = 1_000;
 /// A gap between two words at least this long may separate two speakers.
 pub const TURN_GAP_MS: u64 = 300;
+/// Speech joined into one stretch before it is embedded (when the segment has that much).
+pub const RUN_MS: u64 = 2_000;
 
 /// Labels final segments from the audio they were heard in (`audio` starts at stream time
 /// `audio_start_ms`). A segment whose speech runs (words between gaps) belong to different
@@ -105,7 +107,9 @@ fn ms_to_index(ms: u64, len: usize) -> usize {
     ((ms * 16) as usize).min(len)
 }
 
-/// Splits words where a gap between them could be a change of speaker.
+/// Splits words where a gap between them could be a change of speaker, then joins short
+/// runs with their neighbours until each holds `RUN_MS` of speech: a voiceprint of 2 s is
+/// far steadier than one of 1 s.
 fn speech_runs(words: Vec<TimedWord>) -> Vec<Vec<TimedWord>> {
     let mut runs: Vec<Vec<TimedWord>> = Vec::new();
     for word in words {
@@ -114,5 +118,19 @@ fn speech_runs(words: Vec<TimedWord>) -> Vec<Vec<TimedWord>> {
             _ => runs.push(vec![word]),
         }
     }
-    runs
+    let mut joined: Vec<Vec<TimedWord>> = Vec::new();
+    for run in runs {
+        match joined.last_mut() {
+            Some(last) if run_ms(last) < RUN_MS => last.extend(run),
+            _ => joined.push(run),
+        }
+    }
+    // A short last run joins the one before it.
+    if joined.len() > 1 && run_ms(&joined[joined.len() - 1]) < RUN_MS {
+        let tail = joined.pop().unwrap_or_default();
+        if let Some(last) = joined.last_mut() {
+            last.extend(tail);
+        }
+    }
+    joined
 }

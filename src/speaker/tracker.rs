@@ -51,7 +51,7 @@ pub struct TrackerPolicy {
 impl Default for TrackerPolicy {
     fn default() -> Self {
         TrackerPolicy {
-            new_speaker_below: 0.70,
+            new_speaker_below: 0.75,
             hysteresis: 0.05,
             max_speakers: 8,
             min_speakers: 1,
