@@ -461,26 +461,10 @@ pub fn mp4_tables_fit(data: &[u8]) -> Result<(), String> {
     walk(data, 0)
 }
 
-/// symphonia's top-level elements (Cluster, Cues, Info, SeekHead, Tags, Tracks).
-const TOP_LEVEL: &[u32] = &[
-    0x1F43_B675,
-    0x1C53_BB6B,
-    0x1549_A966,
-    0x114D_9B74,
-    0x1254_C367,
-    0x1654_AE6B,
-];
-fn next_id(data: &[u8], from: usize, id: u32) -> Option<usize> {
-    data.get(from..)?
-        .windows(4)
-        .position(|w| w == id.to_be_bytes())
-        .map(|p| p + from)
-}
-
 /// Checks that no Matroska element (and no laced frame) claims more bytes than the file
-/// holds. symphonia 0.5.5 allocates an element's or frame's declared size before reading it:
-/// a few bytes announcing 2^50 would abort the process (found by cargo fuzz). Masters may run
-/// past the end (a cut-off file); their children are checked against what is there.
+/// holds, and any damage at all. symphonia 0.5.5 allocates an element's or frame's declared
+/// size before reading it, and skips damage to read on: a few bytes announcing 2^50 would
+/// abort the process (found by cargo fuzz). Masters may run past the end of a cut-off file.
 pub fn matroska_sizes_fit(data: &[u8]) -> Result<(), String> {
     const MASTERS: &[u32] = &[
         0x1A45_DFA3,
@@ -515,33 +499,30 @@ pub fn matroska_sizes_fit(data: &[u8]) -> Result<(), String> {
         0x67C8,
     ];
     fn walk(data: &[u8], depth: usize) -> Result<(), String> {
+        let damaged = |what: &str, pos: usize| Err(format!("{what} at byte {pos} of an element"));
         let mut pos = 0;
         while pos < data.len() {
-            if data[pos] < 0x10 {
-                // Not an ID: symphonia skips to the next top-level element and reads on.
-                match TOP_LEVEL
-                    .iter()
-                    .filter_map(|id| next_id(data, pos + 1, *id))
-                    .min()
-                {
-                    Some(next) => {
-                        pos = next;
-                        continue;
-                    }
-                    None => return Ok(()),
-                }
-            }
-            let Ok(Some((id, id_len))) = vint(&data[pos..], true) else {
-                return Ok(()); // Cut off: symphonia stops there.
+            // Strict: symphonia resyncs over damage and then trusts what it finds, so any
+            // damage at all is refused here.
+            let (id, id_len) = match vint(&data[pos..], true) {
+                Ok(Some((id, len))) if len <= 4 => (id as u32, len),
+                Ok(None) => return damaged("an element ID cut short", pos),
+                _ => return damaged("bytes that are not an element", pos),
             };
-            let Ok(Some((size, size_len))) = vint(&data[pos + id_len..], false) else {
-                return Ok(());
+            let (size, size_len) = match vint(&data[pos + id_len..], false) {
+                Ok(Some(size)) => size,
+                Ok(None) => return damaged("an element size cut short", pos),
+                Err(()) => return damaged("an invalid element size", pos),
             };
             let start = pos + id_len + size_len;
             let unknown = size == (1u64 << (7 * size_len)) - 1;
             let available = (data.len() - start.min(data.len())) as u64;
-            let id = id as u32;
             if MASTERS.contains(&id) {
+                let live = id == 0x1853_8067 || id == 0x1F43_B675;
+                if unknown && !live {
+                    return Err(format!("a master element (ID {id:X}) with no usable size"));
+                }
+                // A master may run past the end of a cut-off file: then nothing follows it.
                 let end = if unknown {
                     data.len()
                 } else {
@@ -643,10 +624,10 @@ mod tests {
 
     /// A WebM start: EBML header, unknown-size Segment, Tracks, then an unknown-size cluster.
     fn webm_head() -> Vec<u8> {
-        let mut f = vec![0x1a, 0x45, 0xdf, 0xa3, 0x82, 0x42, 0x86];
+        let mut f = vec![0x1a, 0x45, 0xdf, 0xa3, 0x84, 0x42, 0x86, 0x81, 0x01];
         f.extend_from_slice(&[0x18, 0x53, 0x80, 0x67, 0x01, 0xff, 0xff, 0xff]);
         f.extend_from_slice(&[0xff, 0xff, 0xff, 0xff]);
-        f.extend_from_slice(&[0x16, 0x54, 0xae, 0x6b, 0x83, 1, 2, 3]);
+        f.extend_from_slice(&[0x16, 0x54, 0xae, 0x6b, 0x82, 0xae, 0x80]);
         f
     }
 
