@@ -10,10 +10,8 @@ use symphonia::core::codecs::{
     CodecParameters, DecoderOptions, CODEC_TYPE_AAC, CODEC_TYPE_NULL, CODEC_TYPE_OPUS,
 };
 use symphonia::core::errors::Error as SymphoniaError;
-use symphonia::core::formats::FormatOptions;
+use symphonia::core::formats::{FormatOptions, FormatReader};
 use symphonia::core::io::{MediaSourceStream, MediaSourceStreamOptions};
-use symphonia::core::meta::MetadataOptions;
-use symphonia::core::probe::Hint;
 
 use super::sniff::Container;
 use super::{check_layout, downmix, AudioError, DecodeLimits};
@@ -95,6 +93,20 @@ pub fn decode_container(
         })
 }
 
+/// The bytes after an ID3v2 tag (whose size is a syncsafe integer in its 10-byte header).
+fn without_id3v2(bytes: &[u8]) -> &[u8] {
+    match bytes.get(..10) {
+        Some(h) if h.starts_with(b"ID3") => {
+            let size = h[6..10]
+                .iter()
+                .fold(0usize, |acc, b| (acc << 7) | (*b & 0x7f) as usize);
+            let footer = if h[5] & 0x10 != 0 { 10 } else { 0 };
+            bytes.get(10 + size + footer..).unwrap_or(&[])
+        }
+        _ => bytes,
+    }
+}
+
 /// Frames of silence an AAC encoder puts before the audio (ffmpeg, browsers).
 const AAC_PRIMING_FRAMES: usize = 1024;
 
@@ -168,29 +180,33 @@ fn decode_checked(
     continuation: bool,
 ) -> Result<RawAudio, AudioError> {
     let name = container.name();
+    // The reader of the sniffed container only: symphonia's probe would scan on for any
+    // format's magic (an ID3 tag, then a WebM header) and open a file that was not checked.
+    let body = match container {
+        Container::Mp3 => without_id3v2(bytes),
+        _ => bytes,
+    };
     let source = MediaSourceStream::new(
-        Box::new(Cursor::new(bytes.to_vec())),
+        Box::new(Cursor::new(body.to_vec())),
         MediaSourceStreamOptions::default(),
     );
-    let mut hint = Hint::new();
-    hint.with_extension(match container {
-        Container::Wav => "wav",
-        Container::Matroska => "webm",
-        Container::Ogg => "ogg",
-        Container::Mp4 => "m4a",
-        Container::Mp3 => "mp3",
-        Container::Flac => "flac",
-    });
     // Priming and padding of MP4/MP3 come as packet trims; Opus pre-skip is handled here.
     let gapless = matches!(container, Container::Mp4 | Container::Mp3) && !continuation;
-    let format_options = FormatOptions {
+    let options = FormatOptions {
         enable_gapless: gapless,
         ..FormatOptions::default()
     };
-    let probed = symphonia::default::get_probe()
-        .format(&hint, source, &format_options, &MetadataOptions::default())
-        .map_err(|e| AudioError::Undecodable(format!("{name} header: {}", describe(&e))))?;
-    let mut reader = probed.format;
+    use symphonia::default::formats as f;
+    let opened: Result<Box<dyn FormatReader>, SymphoniaError> = match container {
+        Container::Wav => f::WavReader::try_new(source, &options).map(|r| Box::new(r) as _),
+        Container::Matroska => f::MkvReader::try_new(source, &options).map(|r| Box::new(r) as _),
+        Container::Ogg => f::OggReader::try_new(source, &options).map(|r| Box::new(r) as _),
+        Container::Mp4 => f::IsoMp4Reader::try_new(source, &options).map(|r| Box::new(r) as _),
+        Container::Mp3 => f::MpaReader::try_new(source, &options).map(|r| Box::new(r) as _),
+        Container::Flac => f::FlacReader::try_new(source, &options).map(|r| Box::new(r) as _),
+    };
+    let mut reader =
+        opened.map_err(|e| AudioError::Undecodable(format!("{name} header: {}", describe(&e))))?;
     let track = reader
         .tracks()
         .iter()
