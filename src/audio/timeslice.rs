@@ -553,67 +553,76 @@ pub fn matroska_sizes_fit(data: &[u8]) -> Result<(), String> {
     walk(data, 0)
 }
 
-/// Checks the frame sizes a (Simple)Block's lacing announces against the block's bytes.
+/// Checks the frame sizes a (Simple)Block's lacing announces against the block's bytes,
+/// reading sizes as symphonia does (0xFF is "unknown": the largest size).
 fn block_lacing_fits(block: &[u8]) -> Result<(), String> {
-    let too_big = || Err("a laced block announces frames larger than itself".to_string());
-    let Ok(Some((_, track_len))) = vint(block, false) else {
-        return Ok(());
+    let damaged = || Err("a laced block announces frames larger than itself".to_string());
+    // symphonia's vint: 0xFF means u64::MAX; a zero first byte is not a number.
+    let read = |at: usize| -> Option<(u64, usize)> {
+        let first = *block.get(at)?;
+        if first == 0xFF {
+            return Some((u64::MAX, 1));
+        }
+        match vint(&block[at..], false) {
+            Ok(Some(v)) => Some(v),
+            _ => None,
+        }
+    };
+    let Some((_, track_len)) = read(0) else {
+        return damaged();
     };
     let Some(&flags) = block.get(track_len + 2) else {
-        return Ok(());
+        return damaged();
     };
     let lacing = (flags >> 1) & 3;
     let mut pos = track_len + 3;
-    if lacing == 0 {
-        return Ok(());
+    if lacing == 0 || lacing == 2 {
+        return Ok(()); // Unlaced, or fixed-size (sizes come from the block length).
     }
     let Some(&count) = block.get(pos) else {
-        return Ok(());
+        return damaged();
     };
     pos += 1;
     let mut total: u64 = 0;
-    match lacing {
-        1 => {
-            for _ in 0..count {
-                let mut size = 0u64;
-                loop {
-                    let Some(&b) = block.get(pos) else {
-                        return Ok(());
-                    };
-                    pos += 1;
-                    size += b as u64;
-                    if b != 255 {
-                        break;
-                    }
+    if lacing == 1 {
+        for _ in 0..count {
+            let mut size = 0u64;
+            loop {
+                let Some(&b) = block.get(pos) else {
+                    return damaged();
+                };
+                pos += 1;
+                size += b as u64;
+                if b != 255 {
+                    break;
                 }
-                total += size;
             }
+            total += size;
         }
-        3 => {
-            let Ok(Some((first, len))) = vint(&block[pos.min(block.len())..], false) else {
-                return Ok(());
+    } else {
+        let mut size: i64 = 0;
+        for k in 0..count {
+            let Some((raw, len)) = read(pos) else {
+                return damaged();
             };
             pos += len;
-            let mut size = first as i64;
-            total = first;
-            for _ in 1..count {
-                let Ok(Some((raw, len))) = vint(&block[pos.min(block.len())..], false) else {
-                    return Ok(());
-                };
-                pos += len;
-                // Signed: the raw value minus half its range.
-                let bias = (1i64 << (7 * len - 1)) - 1;
-                size += raw as i64 - bias;
-                if size < 0 {
-                    return too_big();
+            if k == 0 {
+                if raw > i64::MAX as u64 {
+                    return damaged();
                 }
-                total += size as u64;
+                size = raw as i64;
+            } else {
+                let half = (1i64 << (7 * len - 1)) - 1;
+                size = size.saturating_add((raw as i64).wrapping_sub(half));
             }
+            if size < 0 {
+                return damaged();
+            }
+            total = total.saturating_add(size as u64);
         }
-        _ => return Ok(()), // Fixed-size lacing: sizes come from the block length.
     }
     if total > block.len().saturating_sub(pos) as u64 {
-        return too_big();
+        return damaged();
     }
     Ok(())
 }
