@@ -397,10 +397,12 @@ fn walk_mp4(data: &[u8]) -> Walk {
 /// 0.5.5 allocates `count` entries up front: a 1 KB file announcing 4 billion would abort
 /// the process on the failed allocation (found by cargo fuzz). Returns the offending box.
 pub fn mp4_tables_fit(data: &[u8]) -> Result<(), String> {
-    fn walk(data: &[u8], depth: usize) -> Result<(), String> {
-        let mut pos = 0;
-        while pos + 8 <= data.len() {
-            let b = &data[pos..];
+    // Like symphonia, a box's children are read from the file up to the box's declared end,
+    // and a child may run past its parent: offsets are into the whole file.
+    fn walk(file: &[u8], from: usize, to: usize, depth: usize) -> Result<(), String> {
+        let mut pos = from;
+        while pos < to && pos + 8 <= file.len() {
+            let b = &file[pos..];
             let kind = &b[4..8];
             let (size, header) = match u32::from_be_bytes([b[0], b[1], b[2], b[3]]) {
                 1 => match b.get(8..16) {
@@ -411,10 +413,10 @@ pub fn mp4_tables_fit(data: &[u8]) -> Result<(), String> {
                 n => (n as u64, 8),
             };
             if size < header as u64 {
-                return Ok(()); // Broken: symphonia reports it.
+                return Ok(()); // Broken: symphonia stops there too.
             }
-            let end = (size as usize).min(b.len());
-            let body = &b[header..end];
+            let end = pos.saturating_add(usize::try_from(size).unwrap_or(usize::MAX));
+            let body = &b[header.min(b.len())..(end - pos).min(b.len())];
             let entry = match kind {
                 b"stts" | b"co64" | b"ctts" => Some(8),
                 b"stsc" => Some(12),
@@ -431,13 +433,11 @@ pub fn mp4_tables_fit(data: &[u8]) -> Result<(), String> {
                 b"stsz" if count(4) == 0 => Some(12 + count(8) * 4),
                 _ => None,
             };
-            if let Some(needed) = needed {
-                if needed > body.len() as u64 {
-                    return Err(format!(
-                        "its {} box announces more entries than it holds",
-                        String::from_utf8_lossy(kind)
-                    ));
-                }
+            if needed.is_some_and(|n| n > body.len() as u64) {
+                return Err(format!(
+                    "its {} box announces more entries than it holds",
+                    String::from_utf8_lossy(kind)
+                ));
             }
             let container = matches!(
                 kind,
@@ -452,13 +452,13 @@ pub fn mp4_tables_fit(data: &[u8]) -> Result<(), String> {
                     | b"mvex"
             );
             if container && depth < 16 {
-                walk(body, depth + 1)?;
+                walk(file, pos + header, end, depth + 1)?;
             }
-            pos += end;
+            pos = end;
         }
         Ok(())
     }
-    walk(data, 0)
+    walk(data, 0, data.len(), 0)
 }
 
 /// Checks that no Matroska element (and no laced frame) claims more bytes than the file
