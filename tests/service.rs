@@ -65,7 +65,18 @@ fn multipart_speech_is_transcribed_within_the_wer_bound() {
         let segments = body["results"].as_array().unwrap();
         assert!(!segments.is_empty());
         for s in segments {
-            assert!(s["speaker"].is_null(), "no speaker number may be invented");
+            // A speaker number only with the confidence it was computed with.
+            assert_eq!(
+                s["speaker"].is_null(),
+                s["speaker_confidence"].is_null(),
+                "{s}"
+            );
+            if let Some(c) = s["speaker_confidence"].as_f64() {
+                assert!(
+                    (0.0..=1.0).contains(&c) && s["speaker"].as_u64() >= Some(1),
+                    "{s}"
+                );
+            }
             assert!(s["end"].as_f64() >= s["start"].as_f64());
             let words = s["words"].as_array().unwrap();
             assert!(!words.is_empty());
@@ -572,6 +583,7 @@ fn concurrent_requests_are_deterministic_and_counted() {
                 let mut v: Value = r.json().unwrap();
                 // Each request without a context starts a new stream: its id and token differ.
                 v["processing_ms"] = json!(0);
+                v["speaker_ms"] = json!(0);
                 v["context"] = json!("");
                 v["stream"]["id"] = json!("");
                 (reference, v)

@@ -180,6 +180,13 @@ pub fn decode_stream_chunk(
         _ => return Ok((decode_chunk(bytes, declared, limits)?, None)),
     };
     let container = assembled.recording.container;
+    if last && assembled.file.is_empty() && !kept.is_some_and(|k| k.started) {
+        // A whole request with no complete audio element: an error, never an empty answer.
+        return Err(AudioError::Undecodable(format!(
+            "the {} data ends before its first complete audio element",
+            container.name()
+        )));
+    }
     let mut warnings = assembled.warnings;
     if last && !assembled.recording.pending.is_empty() {
         warnings.push(format!(

@@ -168,11 +168,12 @@ where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf,
 {
+    let mut body = std::pin::pin!(body);
     if declared.is_some_and(|n| n > limit) {
+        drain(body, limit).await;
         return Err(ApiError::body_too_large(limit));
     }
     let mut buffer = BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
-    let mut body = std::pin::pin!(body);
     while let Some(chunk) = body.next().await {
         let mut chunk = chunk.map_err(|_| {
             ApiError::bad_request(
@@ -181,6 +182,7 @@ where
             )
         })?;
         if buffer.len() + chunk.remaining() > limit {
+            drain(body, limit).await;
             return Err(ApiError::body_too_large(limit));
         }
         while chunk.has_remaining() {
@@ -191,6 +193,22 @@ where
         }
     }
     Ok(buffer.freeze())
+}
+
+/// Reads and drops the rest of a refused body (up to 4 × `limit`), so that the client,
+/// still sending, gets to read the 413 instead of a broken pipe.
+async fn drain<S, B>(mut body: std::pin::Pin<&mut S>, limit: usize)
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send,
+    B: Buf,
+{
+    let mut dropped = 0usize;
+    while let Some(Ok(chunk)) = body.next().await {
+        dropped += chunk.remaining();
+        if dropped > limit.saturating_mul(4) {
+            break;
+        }
+    }
 }
 
 /// An error as a forwarded response, or inside a reply envelope in payload mode.
