@@ -140,6 +140,7 @@ fn post_chunk(
 
 fn without_timing(mut v: Value) -> Value {
     v["processing_ms"] = json!(0);
+    v["speaker_ms"] = json!(0);
     v
 }
 
@@ -203,7 +204,7 @@ fn tokens_are_sealed_checked_and_expire() {
     let middle = flipped.len() / 2;
     flipped[middle] = if flipped[middle] == b'A' { b'B' } else { b'A' };
     let mut version = raw.clone();
-    version[0] = 2;
+    version[0] = 9;
     let cases = [
         (
             String::from_utf8(flipped).unwrap(),
