@@ -355,6 +355,18 @@ fn walk_ogg(data: &[u8]) -> Walk {
     }
 }
 
+/// An MP4 box's size and header length from its first bytes (8 or more); size 0 means the
+/// box runs to the end of `b`. `None` when a 64-bit size is cut off.
+fn mp4_box(b: &[u8]) -> Option<(u64, usize)> {
+    match u32::from_be_bytes([b[0], b[1], b[2], b[3]]) {
+        1 => b
+            .get(8..16)
+            .map(|large| (u64::from_be_bytes(large.try_into().unwrap_or_default()), 16)),
+        0 => Some((b.len() as u64, 8)),
+        n => Some((n as u64, 8)),
+    }
+}
+
 fn walk_mp4(data: &[u8]) -> Walk {
     let (mut pos, mut complete, mut media_start) = (0, 0, None);
     while pos + 8 <= data.len() {
@@ -363,16 +375,10 @@ fn walk_mp4(data: &[u8]) -> Walk {
         if !kind.iter().all(|c| c.is_ascii_alphanumeric() || *c == b' ') {
             return Walk::Damaged { at: pos };
         }
-        let (size, header) = match u32::from_be_bytes([b[0], b[1], b[2], b[3]]) {
-            1 => match b.get(8..16) {
-                Some(large) => (u64::from_be_bytes(large.try_into().unwrap_or_default()), 16),
-                None => break,
-            },
-            // Size 0: the box runs to the end of the file.
-            0 => (b.len() as u64, 8),
-            n => (n as u64, 8),
+        let Some((size, header)) = mp4_box(b) else {
+            break;
         };
-        if size < header || size > MAX_ELEMENT {
+        if size < header as u64 || size > MAX_ELEMENT {
             return Walk::Damaged { at: pos };
         }
         if size as usize > b.len() {
@@ -404,13 +410,8 @@ pub fn mp4_tables_fit(data: &[u8]) -> Result<(), String> {
         while pos < to && pos + 8 <= file.len() {
             let b = &file[pos..];
             let kind = &b[4..8];
-            let (size, header) = match u32::from_be_bytes([b[0], b[1], b[2], b[3]]) {
-                1 => match b.get(8..16) {
-                    Some(large) => (u64::from_be_bytes(large.try_into().unwrap_or_default()), 16),
-                    None => return Ok(()),
-                },
-                0 => (b.len() as u64, 8),
-                n => (n as u64, 8),
+            let Some((size, header)) = mp4_box(b) else {
+                return Ok(());
             };
             if size < header as u64 {
                 return Ok(()); // Broken: symphonia stops there too.
