@@ -18,10 +18,13 @@ import itertools
 import json
 import os
 import random
+import socket
 import subprocess
 import sys
 import tarfile
 import tempfile
+import time
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -239,11 +242,47 @@ def fnv(data):
     return h
 
 
-def stream(handler, wav_path, extra=()):
+def stream(handler, wav_path, session, language):
     out = subprocess.run([HANDLER, "stream", str(wav_path), "--url", handler.url(""), "--chunk", "2",
-                          "--language", "en", "--format", "json", *extra],
+                          "--language", language, "--format", "json", "--session", session],
                          check=True, capture_output=True, text=True)
     return [json.loads(line) for line in out.stdout.splitlines()]
+
+
+class Redis:
+    """A throw-away redis-server on a free port."""
+
+    def __init__(self):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--save", "",
+                                      "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        while subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True,
+                             text=True).stdout.strip() != "PONG":
+            time.sleep(0.05)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def scores(ref, hyp, seconds, words):
+    """DER (total, miss, false alarm, confusion), WDER, speakers found, spurious flips per 10 min."""
+    total, miss, fa, conf, mapping = der(ref, hyp, seconds)
+
+    def ref_at(t):
+        return next((spk for s, e, spk in ref if s <= t < e), None)
+    judged = [(ref_at((s + e) / 2), label) for s, e, label in words]
+    judged = [(r, label) for r, label in judged if r is not None]
+    wder = sum(mapping.get(label) != r for r, label in judged) / max(len(judged), 1)
+    return total, miss, fa, conf, wder, len({t[2] for t in hyp}), flips(ref, hyp) * 600 / seconds
+
+
+def labelled(segments):
+    hyp = [(seg["start"], seg["end"], str(seg["speaker"])) for seg in segments if seg["speaker"] is not None]
+    words = [(w["start"], w["end"], str(seg["speaker"])) for seg in segments for w in seg["words"]]
+    return hyp, words
 
 
 def run():
@@ -251,48 +290,50 @@ def run():
                for n in ["four-voices", "readers", "phone-call"]):
         build()
     threshold = os.environ.get("PREPIS_SPEAKER_THRESHOLD")
-    handler = Handler({"PREPIS_THREADS": "2", "PREPIS_WORKERS": "1", "PREPIS_LANGUAGE": "en"})
-    lines = ["Speaker labels streaming at 2 s chunks (`handler stream`, token mode), Whisper base; "
-             f"GE2E voiceprints, threshold {threshold or 'default'}. DER with a {COLLAR} s collar and the "
-             "optimal label mapping; flips = label changes inside one reference turn, per 10 min. "
-             "WDER = share of recognised words labelled with another voice (under the same mapping). "
-             "Miss is speech without recognised words (Whisper, forced to English, leaves much of the "
-             "French/Italian/Russian prompts out). "
-             "The old hash labels (`fnv(first 100 bytes of the chunk) % 3 + 1`) on the same segments.", "",
-             "| stream | length | speakers ref / found | DER | miss | false alarm | confusion | WDER | flips /10 min | hash DER | hash flips /10 min | speaker ms p50 / request ms p50 |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    relabel = os.environ.get("PREPIS_RELABEL_THRESHOLD")
+    redis = Redis()
+    handler = Handler({"PREPIS_THREADS": "2", "PREPIS_WORKERS": "1",
+                       "REDIS_URL": f"redis://127.0.0.1:{redis.port}"})
+    lines = ["Speaker labels streaming at 2 s chunks (`handler stream --session`, Redis mode), Whisper "
+             f"base; GE2E voiceprints, live threshold {threshold or 'default'}, relabel threshold "
+             f"{relabel or 'default'}. *live*: the labels each chunk's reply carried; *final*: "
+             "`GET ?session_id=…&relabel=true` at the end. DER with a "
+             f"{COLLAR} s collar and the optimal label mapping; flips = label changes inside one "
+             "reference turn, per 10 min. WDER = share of recognised words labelled with another voice "
+             "(under the same mapping). Miss is speech without recognised words. Language: auto for "
+             "four-voices (en/fr/it/ru), en otherwise. The old hash labels (`fnv(first 100 bytes of "
+             "the chunk) % 3 + 1`) on the same segments.", "",
+             "| stream | length | labels | speakers ref / found | DER | miss | false alarm | confusion | WDER | flips /10 min | speaker ms p50 / request ms p50 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in ["four-voices", "readers", "phone-call"]:
         wav = STREAMS / f"{name}.wav"
         rate, pcm = read_wav(wav)
         seconds = len(pcm) / 2 / rate
         ref = read_rttm(HERE / f"{name}.rttm")
-        replies = stream(handler, wav)
-        hyp, hashed = [], []
+        session = f"bench-{name}-{os.getpid()}"
+        replies = stream(handler, wav, session, "auto" if name == "four-voices" else "en")
+        final = json.load(urllib.request.urlopen(
+            handler.url(f"/api/transcribe?session_id={session}&relabel=true")))
+        hashed, hash_words = [], []
         for i, r in enumerate(replies):
             chunk = pcm[int(i * 2 * rate) * 2: int((i + 1) * 2 * rate) * 2]
+            label = str(fnv(chunk[:100]) % 3 + 1)
             for seg in r["results"]:
-                if seg["speaker"] is not None:
-                    hyp.append((seg["start"], seg["end"], str(seg["speaker"])))
-                hashed.append((seg["start"], seg["end"], str(fnv(chunk[:100]) % 3 + 1)))
-        total, miss, fa, conf, mapping = der(ref, hyp, seconds)
-        # Word diarization error rate: recognised words whose label maps to another voice.
-        words = [(w["start"], w["end"], str(seg["speaker"])) for r in replies for seg in r["results"]
-                 for w in seg["words"]]
-        def ref_at(t):
-            return next((spk for s, e, spk in ref if s <= t < e), None)
-        judged = [(ref_at((s + e) / 2), label) for s, e, label in words]
-        judged = [(r, label) for r, label in judged if r is not None]
-        wder = sum(mapping.get(label) != r for r, label in judged) / max(len(judged), 1)
-        h_total, *_ = der(ref, hashed, seconds)
-        per10 = 600 / seconds
+                hashed.append((seg["start"], seg["end"], label))
+                hash_words += [(w["start"], w["end"], label) for w in seg["words"]]
         speaker_ms = [r.get("speaker_ms", 0) for r in replies if r["results"]]
         proc = [r["processing_ms"] for r in replies]
-        lines.append(
-            f"| {name} | {seconds:.0f} s | {len({t[2] for t in ref})} / {len({t[2] for t in hyp})} | "
-            f"{total * 100:.1f} % | {miss * 100:.1f} % | {fa * 100:.1f} % | {conf * 100:.1f} % | {wder * 100:.1f} % | "
-            f"{flips(ref, hyp) * per10:.1f} | {h_total * 100:.1f} % | {flips(ref, hashed) * per10:.1f} | "
-            f"{pct(speaker_ms, .5) if speaker_ms else 0:.0f} / {pct(proc, .5):.0f} |")
+        timing = f"{pct(speaker_ms, .5) if speaker_ms else 0:.0f} / {pct(proc, .5):.0f}"
+        for kind, (hyp, words) in [("live", labelled([s for r in replies for s in r["results"]])),
+                                   ("final", labelled(final["results"])),
+                                   ("hash", (hashed, hash_words))]:
+            total, miss, fa, conf, wder, found, flipped = scores(ref, hyp, seconds, words)
+            lines.append(
+                f"| {name} | {seconds:.0f} s | {kind} | {len({t[2] for t in ref})} / {found} | "
+                f"{total * 100:.1f} % | {miss * 100:.1f} % | {fa * 100:.1f} % | {conf * 100:.1f} % | "
+                f"{wder * 100:.1f} % | {flipped:.1f} | {timing if kind == 'live' else ''} |")
     handler.stop()
+    redis.stop()
     report("speakers", lines)
 
 

@@ -222,13 +222,17 @@ impl Config {
             new_speaker_below: number(&get, "PREPIS_SPEAKER_THRESHOLD", tracker.new_speaker_below)?,
             hysteresis: number(&get, "PREPIS_SPEAKER_HYSTERESIS", tracker.hysteresis)?,
             max_speakers: number(&get, "PREPIS_MAX_SPEAKERS", tracker.max_speakers)?,
+            merge_above: number(&get, "PREPIS_RELABEL_THRESHOLD", tracker.merge_above)?,
             ..tracker
         };
-        if !(-1.0..=1.0).contains(&speakers.new_speaker_below) || speakers.max_speakers == 0 {
+        if !(-1.0..=1.0).contains(&speakers.new_speaker_below)
+            || !(-1.0..=1.0).contains(&speakers.merge_above)
+            || speakers.max_speakers == 0
+        {
             return Err(ConfigError {
                 name: "PREPIS_SPEAKER_THRESHOLD",
                 value: speakers.new_speaker_below.to_string(),
-                reason: "a cosine similarity in -1..1 (and PREPIS_MAX_SPEAKERS at least 1)".into(),
+                reason: "cosine similarities in -1..1 (also PREPIS_RELABEL_THRESHOLD; PREPIS_MAX_SPEAKERS at least 1)".into(),
             });
         }
 

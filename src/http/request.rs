@@ -78,6 +78,8 @@ pub struct QueryOptions {
     pub diarize: Option<String>,
     pub max_speakers: Option<String>,
     pub min_speakers: Option<String>,
+    /// `relabel` (session GET): raw text.
+    pub relabel: Option<String>,
 }
 
 impl QueryOptions {
@@ -107,6 +109,7 @@ impl QueryOptions {
                 "diarize" => options.diarize = Some(value),
                 "max_speakers" => options.max_speakers = Some(value),
                 "min_speakers" => options.min_speakers = Some(value),
+                "relabel" => options.relabel = Some(value),
                 _ => {}
             }
         }
@@ -284,7 +287,7 @@ async fn parse_multipart(content_type: &str, body: Bytes) -> Result<TranscribeRe
 }
 
 /// `true`/`false` (also `1`/`0`, `yes`/`no`).
-fn parse_bool(name: &str, text: &str) -> Result<bool, ApiError> {
+pub(super) fn parse_bool(name: &str, text: &str) -> Result<bool, ApiError> {
     match text.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" => Ok(true),
         "false" | "0" | "no" => Ok(false),

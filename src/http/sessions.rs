@@ -1,15 +1,21 @@
 //! `GET` and `DELETE /api/transcribe?session_id=…`: read a Redis session's whole
-//! transcript so far, or end the session and remove its data.
+//! transcript so far (`&relabel=true`: with the speakers found again over the whole
+//! session), or end the session and remove its data.
 
+use base64::Engine as _;
 use serde_json::{json, Value};
 use warp::http::{Method, StatusCode};
 use warp::reply::Response;
 
 use super::error::ApiError;
-use super::request::QueryOptions;
+use super::request::{parse_bool, QueryOptions};
 use super::transcribe::redis_unavailable;
 use super::{error_response, json_response, App, Incoming};
-use crate::context::sessions::valid_session_id;
+use crate::context::sessions::{valid_session_id, SessionStore};
+use crate::speaker::encoder::{dequantise, DIM};
+use crate::speaker::relabel::{relabel as relabel_prints, RelabelPolicy};
+use crate::speaker::{StreamSpeakerOptions, Voiceprint};
+use crate::stream::StreamState;
 
 /// Answers a GET (transcript) or DELETE (end) for a session.
 pub async fn session_request(app: &App, incoming: &Incoming) -> Response {
@@ -51,19 +57,91 @@ async fn handle(app: &App, incoming: &Incoming) -> Result<Value, ApiError> {
             Err(not_found())
         };
     }
+    let relabel = query
+        .relabel
+        .as_deref()
+        .map(|v| parse_bool("relabel", v))
+        .transpose()?
+        .unwrap_or(false);
     let (seq, segments) = store
         .segments(&id)
         .await
         .map_err(redis_unavailable)?
         .ok_or_else(not_found)?;
-    let results: Vec<Value> = segments
+    let mut results: Vec<Value> = segments
         .iter()
         .filter_map(|s| serde_json::from_str(s).ok())
         .collect();
+    let prints: Vec<Option<Voiceprint>> = results.iter_mut().map(take_voiceprint).collect();
+    if relabel {
+        let options = stream_options(store, &id).await?.ok_or_else(not_found)?;
+        if options.off {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "speakers_off",
+                "this session was streamed with diarize=false: it has no voiceprints to relabel",
+            ));
+        }
+        let policy = RelabelPolicy {
+            merge_above: app.config.speakers.merge_above,
+            min_speakers: options.min_speakers.unwrap_or(1) as usize,
+            max_speakers: options
+                .max_speakers
+                .map_or(app.config.speakers.max_speakers, |n| n as usize),
+        };
+        let labels = relabel_prints(&prints, &policy);
+        if labels.iter().any(Option::is_some) {
+            for (segment, label) in results.iter_mut().zip(labels) {
+                segment["speaker"] = json!(label.map(|l| l.speaker));
+                segment["speaker_confidence"] =
+                    json!(label.map(|l| (l.confidence as f64 * 1000.0).round() / 1000.0));
+            }
+        }
+        tracing::info!(event = "session_relabelled", segments = results.len());
+    }
     let text = results
         .iter()
         .filter_map(|s| s["text"].as_str())
         .collect::<Vec<_>>()
         .join(" ");
-    Ok(json!({"session_id": id, "seq": seq, "results": results, "text": text}))
+    Ok(json!({
+        "session_id": id,
+        "seq": seq,
+        "labels": if relabel { "final" } else { "live" },
+        "results": results,
+        "text": text,
+    }))
+}
+
+/// Removes a stored segment's voiceprint fields, returning the voiceprint.
+fn take_voiceprint(segment: &mut Value) -> Option<Voiceprint> {
+    let object = segment.as_object_mut()?;
+    let print = object.remove("voiceprint");
+    let speech_ms = object.remove("voice_ms")?.as_u64()?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(print?.as_str()?)
+        .ok()?;
+    (bytes.len() == DIM).then(|| Voiceprint {
+        vector: dequantise(&bytes.iter().map(|&b| b as i8).collect::<Vec<_>>()),
+        speech_ms,
+    })
+}
+
+/// The stream's speaker options, from the stored stream state.
+async fn stream_options(
+    store: &SessionStore,
+    id: &str,
+) -> Result<Option<StreamSpeakerOptions>, ApiError> {
+    let Some(stored) = store.load(id).await.map_err(redis_unavailable)? else {
+        return Ok(None);
+    };
+    postcard::from_bytes::<(u64, StreamState)>(&stored.state)
+        .map(|(_, state)| Some(state.speakers.options))
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "session_corrupt",
+                "the stored session cannot be read; DELETE it and start again",
+            )
+        })
 }

@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use base64::Engine as _;
 use bytes::Bytes;
 use serde::Serialize;
 use warp::http::StatusCode;
@@ -33,6 +34,18 @@ pub(super) struct SegmentOut {
     /// Always true: segments in `results` are committed and never revised.
     #[serde(rename = "final")]
     is_final: bool,
+}
+
+/// A segment as a Redis session keeps it: the response's segment and its voiceprint (i8,
+/// base64) for the end-of-session relabel. Reading the session strips the voiceprint.
+#[derive(Serialize)]
+struct StoredSegment<'a> {
+    #[serde(flatten)]
+    segment: &'a SegmentOut,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    voiceprint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    voice_ms: Option<u64>,
 }
 
 #[derive(Debug, Serialize, serde::Deserialize)]
@@ -333,7 +346,22 @@ async fn handle(
     };
     let segment_json: Vec<String> = results
         .iter()
-        .filter_map(|s| serde_json::to_string(s).ok())
+        .zip(&outcome.segments)
+        .filter_map(|(segment, finals)| {
+            let print = finals.voiceprint.as_ref();
+            serde_json::to_string(&StoredSegment {
+                segment,
+                voiceprint: print.map(|p| {
+                    let bytes: Vec<u8> = crate::speaker::encoder::quantise(&p.vector)
+                        .into_iter()
+                        .map(|q| q as u8)
+                        .collect();
+                    base64::engine::general_purpose::STANDARD.encode(bytes)
+                }),
+                voice_ms: print.map(|p| p.speech_ms),
+            })
+            .ok()
+        })
         .collect();
     let response = TranscribeResponse {
         results,

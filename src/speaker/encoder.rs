@@ -293,6 +293,20 @@ fn partial_slices(n_samples: usize) -> Vec<usize> {
     slices
 }
 
+/// Decodes a stored voiceprint (i8 quantised, as the tracker keeps centroids).
+pub fn dequantise(q: &[i8]) -> Vec<f32> {
+    let mut v: Vec<f32> = q.iter().map(|&x| x as f32 / 127.0).collect();
+    normalise(&mut v);
+    v
+}
+
+/// Quantises a unit voiceprint to i8 for storage.
+pub fn quantise(v: &[f32]) -> Vec<i8> {
+    v.iter()
+        .map(|x| (x * 127.0).round().clamp(-127.0, 127.0) as i8)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

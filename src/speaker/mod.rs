@@ -2,6 +2,7 @@
 //! stream's tracker (in its context) matches them to the speakers heard so far.
 
 pub mod encoder;
+pub mod relabel;
 pub mod tracker;
 
 pub use encoder::SpeakerEncoder;
@@ -31,7 +32,7 @@ pub fn label_segments(
     let mut out = Vec::new();
     for segment in segments {
         let runs = speech_runs(segment.words);
-        let mut labels: Vec<Option<Label>> = runs
+        let prints: Vec<Option<Voiceprint>> = runs
             .iter()
             .map(|run| {
                 let (start, end) = (run[0].start_ms, run[run.len() - 1].end_ms);
@@ -40,8 +41,17 @@ pub fn label_segments(
                 }
                 let from = ms_to_index(start.saturating_sub(audio_start_ms), audio.len());
                 let to = ms_to_index(end.saturating_sub(audio_start_ms), audio.len());
-                let voiceprint = encoder.embed(&audio[from..to])?;
-                Some(speakers.assign(&voiceprint, end - start, policy))
+                encoder.embed(&audio[from..to]).map(|vector| Voiceprint {
+                    vector,
+                    speech_ms: end - start,
+                })
+            })
+            .collect();
+        let mut labels: Vec<Option<Label>> = prints
+            .iter()
+            .map(|p| {
+                p.as_ref()
+                    .map(|p| speakers.assign(&p.vector, p.speech_ms, policy))
             })
             .collect();
         // Short runs take the label of their segment's neighbours, else the current speaker.
@@ -61,41 +71,85 @@ pub fn label_segments(
             }
         }
         // Adjacent runs of one speaker make one segment.
-        let mut current: Option<(Option<u32>, Vec<TimedWord>, f32, u64)> = None;
-        for (run, label) in runs.into_iter().zip(labels) {
+        let mut current: Option<Pending> = None;
+        for ((run, label), print) in runs.into_iter().zip(labels).zip(prints) {
             let speaker = label.map(|l| l.speaker);
-            let weight = run_ms(&run).max(1);
-            let confidence = label.map_or(0.0, |l| l.confidence);
             match &mut current {
-                Some((s, words, c, w)) if *s == speaker => {
-                    *c = (*c * *w as f32 + confidence * weight as f32) / (*w + weight) as f32;
-                    *w += weight;
-                    words.extend(run);
-                }
+                Some(p) if p.speaker == speaker => p.add(run, label, print),
                 _ => {
-                    if let Some(done) = current.take() {
-                        out.push(finish(done));
-                    }
-                    current = Some((speaker, run, confidence, weight));
+                    out.extend(current.take().map(Pending::finish));
+                    let mut p = Pending {
+                        speaker,
+                        ..Pending::default()
+                    };
+                    p.add(run, label, print);
+                    current = Some(p);
                 }
             }
         }
-        if let Some(done) = current {
-            out.push(finish(done));
-        }
+        out.extend(current.map(Pending::finish));
     }
     out
 }
 
-fn finish(
-    (speaker, words, confidence, _): (Option<u32>, Vec<TimedWord>, f32, u64),
-) -> FinalSegment {
-    FinalSegment {
-        words,
-        speaker: speaker.map(|speaker| Label {
-            speaker,
-            confidence,
-        }),
+/// A stretch of speech's voiceprint (unit length) and how much speech it was computed from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Voiceprint {
+    pub vector: Vec<f32>,
+    pub speech_ms: u64,
+}
+
+impl Voiceprint {
+    /// The speech-weighted mean direction of several voiceprints.
+    pub fn mean<'a>(prints: impl IntoIterator<Item = &'a Voiceprint>) -> Option<Voiceprint> {
+        let mut sum = vec![0.0f32; encoder::DIM];
+        let mut speech_ms = 0;
+        for p in prints {
+            for (s, v) in sum.iter_mut().zip(&p.vector) {
+                *s += v * p.speech_ms as f32;
+            }
+            speech_ms += p.speech_ms;
+        }
+        (speech_ms > 0).then(|| {
+            encoder::normalise(&mut sum);
+            Voiceprint {
+                vector: sum,
+                speech_ms,
+            }
+        })
+    }
+}
+
+/// Runs of one speaker being joined into a segment.
+#[derive(Default)]
+struct Pending {
+    speaker: Option<u32>,
+    words: Vec<TimedWord>,
+    /// Confidence weighted by speech length.
+    confidence_ms: f32,
+    weight_ms: u64,
+    prints: Vec<Voiceprint>,
+}
+
+impl Pending {
+    fn add(&mut self, run: Vec<TimedWord>, label: Option<Label>, print: Option<Voiceprint>) {
+        let weight = run_ms(&run).max(1);
+        self.confidence_ms += label.map_or(0.0, |l| l.confidence) * weight as f32;
+        self.weight_ms += weight;
+        self.words.extend(run);
+        self.prints.extend(print);
+    }
+
+    fn finish(self) -> FinalSegment {
+        let confidence = self.confidence_ms / self.weight_ms.max(1) as f32;
+        FinalSegment {
+            words: self.words,
+            speaker: self.speaker.map(|speaker| Label {
+                speaker,
+                confidence,
+            }),
+            voiceprint: Voiceprint::mean(&self.prints),
+        }
     }
 }
 

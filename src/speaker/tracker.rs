@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::encoder::{normalise, DIM};
+use super::encoder::{normalise, quantise};
 
 /// One known speaker: the running mean direction of its voiceprints, quantised to i8.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,6 +46,8 @@ pub struct TrackerPolicy {
     pub max_speakers: usize,
     /// Speakers expected at least: until that many are known, new ones open more easily.
     pub min_speakers: usize,
+    /// End-of-session relabel: clusters of voiceprints more alike than this are one speaker.
+    pub merge_above: f32,
 }
 
 impl Default for TrackerPolicy {
@@ -55,6 +57,7 @@ impl Default for TrackerPolicy {
             hysteresis: 0.05,
             max_speakers: 8,
             min_speakers: 1,
+            merge_above: 0.7,
         }
     }
 }
@@ -174,13 +177,6 @@ impl Speakers {
     }
 }
 
-fn quantise(v: &[f32]) -> Vec<i8> {
-    debug_assert_eq!(v.len(), DIM);
-    v.iter()
-        .map(|x| (x * 127.0).round().clamp(-127.0, 127.0) as i8)
-        .collect()
-}
-
 /// `Vec<i8>` as bytes (postcard writes it compactly either way; this keeps JSON dumps short).
 mod serde_bytes_i8 {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -201,6 +197,7 @@ mod serde_bytes_i8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::speaker::encoder::DIM;
 
     fn unit(seed: u32) -> Vec<f32> {
         let mut v: Vec<f32> = (0..DIM as u32)

@@ -98,6 +98,9 @@ pub struct FinalSegment {
     pub words: Vec<TimedWord>,
     /// The speaker, when speaker labels are on and one could be computed.
     pub speaker: Option<crate::speaker::Label>,
+    /// The segment's voiceprint, when it held enough speech to compute one (Redis sessions
+    /// keep it for the end-of-session relabel).
+    pub voiceprint: Option<crate::speaker::Voiceprint>,
 }
 
 impl FinalSegment {
@@ -401,6 +404,7 @@ fn split_segments(words: Vec<TimedWord>) -> Vec<FinalSegment> {
                 segments.push(FinalSegment {
                     words: std::mem::take(&mut current),
                     speaker: None,
+                    voiceprint: None,
                 });
             }
         }
@@ -410,6 +414,7 @@ fn split_segments(words: Vec<TimedWord>) -> Vec<FinalSegment> {
         segments.push(FinalSegment {
             words: current,
             speaker: None,
+            voiceprint: None,
         });
     }
     segments

@@ -1,0 +1,250 @@
+//! End-of-session relabelling: with the whole session's segment voiceprints at hand, the
+//! speakers are found again by clustering them all at once (the live tracker had to decide
+//! each stretch as it arrived, knowing only the past).
+//!
+//! Long segments are clustered agglomeratively (average linkage on cosine similarity,
+//! weighted by speech length) until no two clusters are closer than the threshold, within
+//! the stream's speaker bounds; shorter voiceprints then join their closest cluster, and
+//! segments without one take the speaker of their neighbour with low confidence.
+
+use super::tracker::Label;
+use super::Voiceprint;
+
+/// Voiceprints from at least this much speech form the clusters; shorter ones join them.
+pub const ANCHOR_MS: u64 = 2_000;
+/// At most this many voiceprints are clustered (the longest); the rest join the clusters.
+const MAX_ANCHORS: usize = 1_500;
+
+/// Bounds and threshold of one relabelling.
+#[derive(Debug, Clone, Copy)]
+pub struct RelabelPolicy {
+    /// Clusters closer than this (average cosine similarity) are one speaker.
+    pub merge_above: f32,
+    pub min_speakers: usize,
+    pub max_speakers: usize,
+}
+
+/// Labels, one per voiceprint slot (`None` slots are segments too short to embed), numbered
+/// from 1 in order of first appearance. All `None` only when no slot has a voiceprint.
+pub fn relabel(prints: &[Option<Voiceprint>], policy: &RelabelPolicy) -> Vec<Option<Label>> {
+    let with_print: Vec<usize> = (0..prints.len()).filter(|&i| prints[i].is_some()).collect();
+    if with_print.is_empty() {
+        return vec![None; prints.len()];
+    }
+    let speech = |i: usize| prints[i].as_ref().map_or(0, |p| p.speech_ms);
+    let mut anchors: Vec<usize> = with_print
+        .iter()
+        .copied()
+        .filter(|&i| speech(i) >= ANCHOR_MS)
+        .collect();
+    if anchors.is_empty() {
+        anchors = with_print.clone();
+    }
+    if anchors.len() > MAX_ANCHORS {
+        anchors.sort_by_key(|&i| std::cmp::Reverse(speech(i)));
+        anchors.truncate(MAX_ANCHORS);
+        anchors.sort_unstable();
+    }
+    let vector = |i: usize| &prints[i].as_ref().expect("anchors have voiceprints").vector;
+    let clusters = cluster(
+        &anchors.iter().map(|&i| vector(i).as_slice()).collect::<Vec<_>>(),
+        &anchors.iter().map(|&i| speech(i) as f32).collect::<Vec<_>>(),
+        policy,
+    );
+    // Cluster centroids: speech-weighted mean directions.
+    let centroids: Vec<Vec<f32>> = clusters
+        .iter()
+        .map(|members| {
+            Voiceprint::mean(members.iter().filter_map(|&m| prints[anchors[m]].as_ref()))
+                .map(|p| p.vector)
+                .unwrap_or_default()
+        })
+        .collect();
+
+    let mut labels: Vec<Option<Label>> = vec![None; prints.len()];
+    for &i in &with_print {
+        let v = vector(i);
+        let sims: Vec<f32> = centroids.iter().map(|c| dot(c, v)).collect();
+        let best = (0..sims.len())
+            .max_by(|&a, &b| sims[a].total_cmp(&sims[b]))
+            .unwrap_or(0);
+        let rival = (0..sims.len())
+            .filter(|&j| j != best)
+            .map(|j| sims[j])
+            .fold(policy.merge_above, f32::max);
+        labels[i] = Some(Label {
+            speaker: best as u32,
+            confidence: (0.5 + (sims[best] - rival) / 0.4).clamp(0.0, 1.0),
+        });
+    }
+    // Segments too short to embed: the previous labelled segment's speaker, else the next's.
+    for i in 0..labels.len() {
+        if labels[i].is_none() {
+            let near = labels[..i]
+                .iter()
+                .rev()
+                .chain(labels[i + 1..].iter())
+                .find_map(|l| *l);
+            labels[i] = near.map(|l| Label {
+                confidence: l.confidence.min(0.3),
+                ..l
+            });
+        }
+    }
+    // Number the speakers from 1 in order of first appearance.
+    let mut order: Vec<u32> = Vec::new();
+    for label in labels.iter_mut().flatten() {
+        let n = match order.iter().position(|&c| c == label.speaker) {
+            Some(n) => n,
+            None => {
+                order.push(label.speaker);
+                order.len() - 1
+            }
+        };
+        label.speaker = n as u32 + 1;
+    }
+    labels
+}
+
+/// Average-linkage agglomerative clustering of unit vectors with weights; returns the
+/// clusters as lists of indices.
+fn cluster(vectors: &[&[f32]], weights: &[f32], policy: &RelabelPolicy) -> Vec<Vec<usize>> {
+    let n = vectors.len();
+    let mut sim = vec![vec![0.0f32; n]; n];
+    for a in 0..n {
+        for b in a + 1..n {
+            let s = dot(vectors[a], vectors[b]);
+            sim[a][b] = s;
+            sim[b][a] = s;
+        }
+    }
+    let mut members: Vec<Vec<usize>> = (0..n).map(|i| vec![i]).collect();
+    let mut weight: Vec<f32> = weights.iter().map(|w| w.max(1.0)).collect();
+    let mut alive: Vec<bool> = vec![true; n];
+    let mut count = n;
+    let min = policy.min_speakers.max(1);
+    let max = policy.max_speakers.max(min);
+    while count > min {
+        let mut best: Option<(usize, usize, f32)> = None;
+        for a in (0..n).filter(|&a| alive[a]) {
+            for b in (a + 1..n).filter(|&b| alive[b]) {
+                if best.is_none_or(|(_, _, s)| sim[a][b] > s) {
+                    best = Some((a, b, sim[a][b]));
+                }
+            }
+        }
+        let Some((a, b, s)) = best else { break };
+        if s < policy.merge_above && count <= max {
+            break;
+        }
+        // Merge b into a (Lance–Williams update for weighted average linkage).
+        let (wa, wb) = (weight[a], weight[b]);
+        for c in (0..n).filter(|&c| alive[c] && c != a && c != b) {
+            let merged = (wa * sim[a][c] + wb * sim[b][c]) / (wa + wb);
+            sim[a][c] = merged;
+            sim[c][a] = merged;
+        }
+        weight[a] = wa + wb;
+        let moved = std::mem::take(&mut members[b]);
+        members[a].extend(moved);
+        alive[b] = false;
+        count -= 1;
+    }
+    members.into_iter().filter(|m| !m.is_empty()).collect()
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::speaker::encoder::{dequantise, normalise, quantise, DIM};
+
+    fn voice(seed: u32, noise: u32) -> Vec<f32> {
+        let mut v: Vec<f32> = (0..DIM as u32)
+            .map(|i| {
+                let base = ((i * 7919 + seed * 104_729) % 1000) as f32 / 1000.0 - 0.5;
+                let jitter = ((i * 31 + noise * 977) % 100) as f32 / 100.0 - 0.5;
+                base + 0.3 * jitter
+            })
+            .collect();
+        normalise(&mut v);
+        v
+    }
+
+    fn print(seed: u32, noise: u32, speech_ms: u64) -> Option<Voiceprint> {
+        Some(Voiceprint {
+            vector: voice(seed, noise),
+            speech_ms,
+        })
+    }
+
+    const POLICY: RelabelPolicy = RelabelPolicy {
+        merge_above: 0.8,
+        min_speakers: 1,
+        max_speakers: 8,
+    };
+
+    #[test]
+    fn finds_each_voice_once_numbered_by_first_appearance() {
+        let prints = vec![
+            print(7, 1, 3_000),
+            print(3, 2, 3_000),
+            None,
+            print(7, 3, 2_500),
+            print(3, 4, 1_200),
+            print(9, 5, 4_000),
+            print(7, 6, 3_000),
+        ];
+        let labels: Vec<u32> = relabel(&prints, &POLICY)
+            .iter()
+            .map(|l| l.unwrap().speaker)
+            .collect();
+        assert_eq!(labels, vec![1, 2, 2, 1, 2, 3, 1]);
+        // The short, unembedded segment has low confidence.
+        assert!(relabel(&prints, &POLICY)[2].unwrap().confidence <= 0.3);
+    }
+
+    #[test]
+    fn speaker_bounds_hold() {
+        let prints: Vec<_> = (0..6).map(|s| print(s, s, 3_000)).collect();
+        let most = |max| {
+            relabel(
+                &prints,
+                &RelabelPolicy {
+                    max_speakers: max,
+                    ..POLICY
+                },
+            )
+            .iter()
+            .map(|l| l.unwrap().speaker)
+            .max()
+            .unwrap()
+        };
+        assert_eq!(most(8), 6);
+        assert_eq!(most(2), 2);
+        let fewest = relabel(
+            &[print(1, 1, 3_000), print(1, 2, 3_000)],
+            &RelabelPolicy {
+                min_speakers: 2,
+                ..POLICY
+            },
+        );
+        assert_eq!(fewest[1].unwrap().speaker, 2);
+    }
+
+    #[test]
+    fn nothing_to_cluster_gives_no_labels() {
+        assert_eq!(relabel(&[None, None], &POLICY), vec![None, None]);
+        assert!(relabel(&[], &POLICY).is_empty());
+    }
+
+    #[test]
+    fn quantised_voiceprints_survive_storage() {
+        let v = voice(4, 4);
+        let back = dequantise(&quantise(&v));
+        assert!(dot(&v, &back) > 0.999);
+    }
+}
