@@ -37,6 +37,17 @@ pub struct DecodedAudio {
 }
 
 impl DecodedAudio {
+    /// No audio (an empty last chunk of a stream).
+    pub fn nothing() -> Self {
+        DecodedAudio {
+            samples: Vec::new(),
+            format: "none",
+            source_rate: TARGET_RATE,
+            source_channels: 1,
+            warnings: Vec::new(),
+        }
+    }
+
     /// Duration in seconds.
     pub fn duration(&self) -> f64 {
         self.samples.len() as f64 / TARGET_RATE as f64

@@ -3,7 +3,8 @@
 //!
 //! | path | mode |
 //! |---|---|
-//! | `GET /` | host readiness probe, answered at once even while the model loads |
+//! | `GET /` | host readiness probe, answered at once even while the model loads; a browser (`Accept: text/html`) gets the live-captions page |
+//! | `GET /app.js`, … | the page's modules and style (`web/`) |
 //! | `GET /api/status`, `GET /status` | status JSON |
 //! | `POST /status` | payload mode: status JSON in the reply envelope |
 //! | `POST /api/transcribe` | forwarded HTTP (or container): the request itself |
@@ -15,6 +16,7 @@ mod request;
 mod sessions;
 mod status;
 mod transcribe;
+mod web;
 
 use std::sync::Arc;
 
@@ -57,6 +59,8 @@ struct Incoming {
     invocation_id: Option<String>,
     /// `X-Prepis-Context`: the context token for raw-body requests.
     context: Option<String>,
+    /// `Accept`: a browser asking for `/` gets the page, a probe the JSON.
+    accept: Option<String>,
 }
 
 /// The whole route tree: one filter that extracts, one function that dispatches.
@@ -93,6 +97,7 @@ pub fn routes(app: Arc<App>) -> warp::filters::BoxedFilter<(Response,)> {
                                     .collect()
                             }),
                         context: text(header::HeaderName::from_static("x-prepis-context")),
+                        accept: text(header::ACCEPT),
                     };
                     dispatch(&app, incoming, body).await
                 }
@@ -108,8 +113,11 @@ where
 {
     let path = incoming.path.trim_end_matches('/');
     match (&incoming.method, path) {
-        (&Method::GET | &Method::HEAD, "") => {
+        (&Method::GET | &Method::HEAD, "") if !web::wants_page(incoming.accept.as_deref()) => {
             json_response(StatusCode::OK, &status::probe(app), &[])
+        }
+        (&Method::GET | &Method::HEAD, page) if web::file(page).is_some() => {
+            web::file(page).unwrap_or_default()
         }
         (&Method::GET | &Method::HEAD, "/api/status" | "/status") => {
             json_response(StatusCode::OK, &status::report(app).to_string(), &[])

@@ -180,10 +180,12 @@ pub async fn parse_transcribe(
             request.audio_type = Some(format.clone());
         }
     }
-    if request.audio.is_empty() {
+    // An empty last chunk may end a stream (it commits the pending words; without a stream
+    // to end, decoding refuses it); anything else needs audio.
+    if request.audio.is_empty() && request.last != Some(true) {
         return Err(ApiError::bad_request(
             "empty_body",
-            "the request carries no audio: send the audio bytes as the body, as multipart field audio_file, or as base64 in JSON field audio",
+            "the request carries no audio: send the audio bytes as the body, as multipart field audio_file, or as base64 in JSON field audio (only a stream's final=true chunk may be empty)",
         ));
     }
     Ok(request)

@@ -284,14 +284,20 @@ async fn handle(
     let bytes = request.audio.len();
     let job = app.inference.run(move |engine| {
         let mut state = state;
-        let (audio, recording) = audio::decode_stream_chunk(
-            &request.audio,
-            request.audio_type.as_deref(),
-            limits,
-            state.recording.as_ref(),
-            last,
-        )?;
-        state.recording = recording;
+        let audio = if request.audio.is_empty() && last && state.seq > 0 {
+            // An empty last chunk ends a stream: the pending words are committed.
+            audio::DecodedAudio::nothing()
+        } else {
+            let (decoded, recording) = audio::decode_stream_chunk(
+                &request.audio,
+                request.audio_type.as_deref(),
+                limits,
+                state.recording.as_ref(),
+                last,
+            )?;
+            state.recording = recording;
+            decoded
+        };
         let options = ChunkOptions {
             last,
             language,

@@ -47,8 +47,14 @@ pub fn relabel(prints: &[Option<Voiceprint>], policy: &RelabelPolicy) -> Vec<Opt
     }
     let vector = |i: usize| &prints[i].as_ref().expect("anchors have voiceprints").vector;
     let clusters = cluster(
-        &anchors.iter().map(|&i| vector(i).as_slice()).collect::<Vec<_>>(),
-        &anchors.iter().map(|&i| speech(i) as f32).collect::<Vec<_>>(),
+        &anchors
+            .iter()
+            .map(|&i| vector(i).as_slice())
+            .collect::<Vec<_>>(),
+        &anchors
+            .iter()
+            .map(|&i| speech(i) as f32)
+            .collect::<Vec<_>>(),
         policy,
     );
     // Cluster centroids: speech-weighted mean directions.

@@ -1,0 +1,154 @@
+// The streaming client: an ordered queue of chunks, sent one at a time with the stream's
+// context token. A chunk is retried (same body, same context: the reply is the same) until
+// it is answered: network errors and 5xx with backoff, 429/503 after the server's
+// Retry-After. Recording goes on meanwhile; chunks wait in the queue.
+
+const MAX_BACKOFF_MS = 4000;
+
+export class StreamClient {
+  /**
+   * @param {object} o
+   * @param {string} o.api           base URL of the service ('' = this origin)
+   * @param {string} [o.language]    'auto' or a language code
+   * @param {(reply: object, chunk: object) => void} o.onReply
+   * @param {(message: string|null) => void} o.onProblem  a plain-words problem, null when over
+   * @param {(done: number, total: number) => void} [o.onProgress]
+   */
+  constructor(o) {
+    Object.assign(this, { language: 'auto', onProgress: () => {} }, o);
+    this.queue = [];
+    this.context = null;
+    this.running = false;
+    this.sent = 0;
+    this.queued = 0;
+    this.closed = false;
+    this.idle = Promise.resolve();
+    /** Seconds of audio before the current service stream (after a restarted stream). */
+    this.offset = 0;
+    this.heard = 0;
+  }
+
+  /** Queues a chunk: `body` (Blob/ArrayBuffer), its media type, and when its audio ended. */
+  push(body, type, { last = false, capturedAt = performance.now() } = {}) {
+    if (this.closed) throw new Error('the stream has ended');
+    this.closed = last;
+    this.queue.push({ body, type, last, capturedAt });
+    this.queued += 1;
+    this.onProgress(this.sent, this.queued);
+    if (!this.running) this.idle = this.drain();
+    return this.idle;
+  }
+
+  /** Resolves once every queued chunk is answered. */
+  finished() {
+    return this.idle;
+  }
+
+  async drain() {
+    this.running = true;
+    try {
+      while (this.queue.length) {
+        const chunk = this.queue[0];
+        let reply = null;
+        try {
+          reply = await this.send(chunk);
+        } catch (e) {
+          if (!(e instanceof ChunkRefused)) throw e;
+          // A refused chunk (damaged audio, say) is skipped: the stream goes on from the
+          // context it had, and nothing already transcribed is lost.
+          this.problem(e.message, true);
+        }
+        this.queue.shift();
+        this.sent += 1;
+        this.onProgress(this.sent, this.queued);
+        if (reply) {
+          this.context = reply.context ?? this.context;
+          shift(reply, this.offset);
+          this.heard = this.offset + (reply.stream?.received_until ?? 0);
+          this.onReply(reply, chunk);
+        }
+      }
+    } finally {
+      this.running = false;
+    }
+  }
+
+  /** Reports a problem; a transient one (retrying) is cleared by the next success. */
+  problem(message, lasting = false) {
+    this.transient = Boolean(message) && !lasting;
+    this.onProblem(message);
+  }
+
+  /** Sends one chunk until it is answered, or refused (4xx: retrying can't help). */
+  async send(chunk) {
+    let backoff = 250;
+    for (let attempt = 1; ; attempt += 1) {
+      const params = new URLSearchParams({ language: this.language, final: String(chunk.last) });
+      const headers = { 'Content-Type': chunk.type };
+      if (this.context) headers['X-Prepis-Context'] = this.context;
+      let response;
+      try {
+        response = await fetch(`${this.api}/api/transcribe?${params}`, {
+          method: 'POST', headers, body: chunk.body,
+        });
+      } catch {
+        this.problem(`The service can't be reached; retrying (attempt ${attempt}). Recording continues.`);
+        await sleep(backoff);
+        backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
+        continue;
+      }
+      const reply = await response.json().catch(() => ({}));
+      if (response.ok) {
+        if (this.transient) this.problem(null);
+        return reply;
+      }
+      const status = response.status;
+      if (status === 429 || status === 503 || status >= 500) {
+        const after = Number(response.headers.get('Retry-After'));
+        const wait = Number.isFinite(after) && after > 0 ? after * 1000 : backoff;
+        this.problem(`The service is busy (${status}); retrying in ${Math.ceil(wait / 1000)} s.`);
+        await sleep(wait);
+        backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
+        continue;
+      }
+      const message = reply.error?.message || `HTTP ${status}`;
+      if (this.context && String(reply.error?.code).startsWith('context_')) {
+        // The service can't continue this stream (its key changed, or the token expired):
+        // go on as a new stream, placed after what was heard so far.
+        this.problem(`The service could not continue the stream (${message}); continuing as a new one.`, true);
+        this.context = null;
+        this.offset = this.heard;
+        continue;
+      }
+      throw new ChunkRefused(status, message);
+    }
+  }
+}
+
+export class ChunkRefused extends Error {
+  constructor(status, message) {
+    super(`The service refused the audio (${status}): ${message}`);
+    this.status = status;
+  }
+}
+
+/** Moves a reply's times by `offset` seconds. */
+function shift(reply, offset) {
+  if (!offset) return;
+  for (const segment of reply.results || []) {
+    segment.start += offset;
+    segment.end += offset;
+    for (const word of segment.words || []) {
+      word.start += offset;
+      word.end += offset;
+    }
+  }
+  if (reply.partial) {
+    reply.partial.start += offset;
+    reply.partial.end += offset;
+  }
+}
+
+function sleep(ms) {
+  return new Promise((ok) => setTimeout(ok, ms));
+}
