@@ -10,7 +10,7 @@ export HANDLER
 # whisper.cpp's bindings are pre-generated in whisper-rs-sys; skip libclang.
 export WHISPER_DONT_GENERATE_BINDINGS := 1
 
-.PHONY: run test model build deps test-deps lint bench handler clean
+.PHONY: run test test-browser model build deps test-deps lint bench handler clean
 
 ## Fetch the model if needed, then serve on $(PORT).
 run: build model
@@ -22,6 +22,14 @@ test: test-deps build
 	scripts/fetch-model.sh tiny.en
 	scripts/fetch-speaker.sh
 	$(CARGO) test --release --all-targets
+	$(MAKE) test-browser
+
+## The live-captions page in headless Chromium against the real handler (screenshots in
+## target/browser-artifacts).
+test-browser: build
+	npm ci --prefix tests/browser --no-audit --no-fund --silent
+	HANDLER=$(abspath $(HANDLER)) PREPIS_ARTIFACTS=$(abspath target/browser-artifacts) \
+	  node --test --test-concurrency=1 --test-reporter=spec tests/browser/e2e.test.mjs
 
 ## Fetch and convert the model named by MODEL (base or tiny.en).
 model: build

@@ -3,12 +3,13 @@
 # if any is missing. Safe to run again; needs root (or sudo) only when something is missing.
 #
 #   scripts/install-deps.sh            build + run (cmake, g++, libopus, python3 with pip)
-#   scripts/install-deps.sh --test     also what the tests use (real recorded speech, redis-server)
+#   scripts/install-deps.sh --test     also what the tests use (real recorded speech, redis-server,
+#                                      headless chromium and node for the browser tests)
 set -euo pipefail
 
 packages=(cmake g++ make pkg-config libopus-dev python3 python3-pip)
 if [[ "${1:-}" == "--test" ]]; then
-  packages+=(pocketsphinx-testdata redis-server)
+  packages+=(pocketsphinx-testdata redis-server chromium nodejs npm)
 fi
 
 missing=()
@@ -24,6 +25,8 @@ for p in "${missing[@]}"; do
     cmake) command -v cmake >/dev/null || filtered+=("$p") ;;
     g++) command -v g++ >/dev/null || filtered+=("$p") ;;
     make) command -v make >/dev/null || filtered+=("$p") ;;
+    nodejs) command -v node >/dev/null || filtered+=("$p") ;;
+    npm) command -v npm >/dev/null || filtered+=("$p") ;;
     *) filtered+=("$p") ;;
   esac
 done

@@ -89,9 +89,11 @@ function renderSpeakers() {
 }
 
 function onReply(reply, chunk) {
+  document.body.dataset.heard = String(client.heard);
   transcript.add(reply).forEach(renderSegment);
   renderSpeakers();
   $('partial').textContent = transcript.partial?.text ?? '';
+  if (!reply.duration) return; // an empty closing chunk says nothing of latency
   const latency = performance.now() - chunk.capturedAt;
   $('latency').textContent = `Latency: ${(latency / 1000).toFixed(1)} s (processing ${reply.processing_ms} ms)`;
   (reply.warnings || []).forEach((w) => console.warn('prepis:', w));

@@ -15,7 +15,9 @@ export class StreamClient {
    * @param {(done: number, total: number) => void} [o.onProgress]
    */
   constructor(o) {
-    Object.assign(this, { language: 'auto', onProgress: () => {} }, o);
+    Object.assign(this, o);
+    this.language = o.language || 'auto';
+    this.onProgress = o.onProgress || (() => {});
     this.queue = [];
     this.context = null;
     this.running = false;

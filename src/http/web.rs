@@ -60,7 +60,7 @@ pub fn file(path: &str) -> Option<Response> {
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'self'; connect-src 'self' http: https:; media-src 'self' blob:; object-src 'none'; base-uri 'none'",
+            "default-src 'self'; img-src 'self' data:; connect-src 'self' http: https:; media-src 'self' blob:; object-src 'none'; base-uri 'none'",
         ),
     );
     Some(response)
