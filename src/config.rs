@@ -61,6 +61,9 @@ pub struct Config {
     /// The speaker tracker: `PREPIS_SPEAKER_THRESHOLD` (new speaker below this cosine),
     /// `PREPIS_SPEAKER_HYSTERESIS`, `PREPIS_MAX_SPEAKERS`.
     pub speakers: crate::speaker::TrackerPolicy,
+    /// `PREPIS_CORS_ORIGINS`: origins (comma-separated, or `*`) whose pages may call the
+    /// API from a browser when the handler serves it directly; empty: none.
+    pub cors_origins: Vec<String>,
     /// `PREPIS_LOG`: tracing filter (`info`, `debug`, `prepis=debug,warp=info`, …).
     pub log_filter: String,
 }
@@ -257,6 +260,12 @@ impl Config {
             stream,
             speaker_model,
             speakers,
+            cors_origins: get("PREPIS_CORS_ORIGINS")
+                .unwrap_or_default()
+                .split(',')
+                .map(|o| o.trim().trim_end_matches('/').to_string())
+                .filter(|o| !o.is_empty())
+                .collect(),
             log_filter: get("PREPIS_LOG").unwrap_or_else(|| "info,whisper_rs=warn".to_string()),
         })
     }

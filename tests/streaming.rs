@@ -175,6 +175,34 @@ fn retries_give_byte_identical_answers_on_any_instance() {
 }
 
 #[test]
+fn an_empty_final_chunk_ends_a_stream_and_commits_its_words() {
+    let (samples, _) = long_stream();
+    let server = Server::start(&[("PREPIS_CONTEXT_KEY", KEY)]);
+    let first: Value = post_chunk(&server, &samples[..48_000], None, false)
+        .json()
+        .unwrap();
+    let pending = first["partial"]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(!pending.is_empty(), "{first}");
+    let end: Value = post_chunk(&server, &[], first["context"].as_str(), true)
+        .json()
+        .unwrap();
+    assert_eq!(end["duration"], 0.0, "{end}");
+    assert!(end["partial"].is_null(), "{end}");
+    let committed = end["text"].as_str().unwrap();
+    assert!(
+        !committed.is_empty() && wer(&pending, committed) < 0.5,
+        "{end}"
+    );
+    // Without a stream to end, an empty body is still an error.
+    let r = post_chunk(&server, &[], None, true);
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().unwrap()["error"]["code"], "empty_body");
+}
+
+#[test]
 fn tokens_are_sealed_checked_and_expire() {
     let (samples, _) = long_stream();
     let server = Server::start(&[("PREPIS_CONTEXT_KEY", KEY)]);

@@ -10,6 +10,7 @@
 //! | `POST /api/transcribe` | forwarded HTTP (or container): the request itself |
 //! | `POST /transcribe` | payload mode envelope (or, if the body is no envelope, as above) |
 
+mod cors;
 mod error;
 mod payload;
 mod request;
@@ -75,6 +76,10 @@ pub fn routes(app: Arc<App>) -> warp::filters::BoxedFilter<(Response,)> {
             move |method: Method, path: FullPath, query: String, headers: HeaderMap, body| {
                 let app = Arc::clone(&app);
                 async move {
+                    let origin = cors::allowed_origin(&app.config.cors_origins, &headers);
+                    if method == Method::OPTIONS {
+                        return cors::preflight(origin);
+                    }
                     let text = |name: header::HeaderName| {
                         headers
                             .get(name)
@@ -99,7 +104,9 @@ pub fn routes(app: Arc<App>) -> warp::filters::BoxedFilter<(Response,)> {
                         context: text(header::HeaderName::from_static("x-prepis-context")),
                         accept: text(header::ACCEPT),
                     };
-                    dispatch(&app, incoming, body).await
+                    let mut response = dispatch(&app, incoming, body).await;
+                    cors::allow(&mut response, origin);
+                    response
                 }
             },
         )

@@ -14,6 +14,10 @@ use super::Voiceprint;
 pub const ANCHOR_MS: u64 = 2_000;
 /// At most this many voiceprints are clustered (the longest); the rest join the clusters.
 const MAX_ANCHORS: usize = 1_500;
+/// A cluster with less speech than this in all is taken for a stray part of another speaker
+/// (noisy voiceprints of one voice that did not merge) and dissolved into the others, as long
+/// as `min_speakers` remain (pyannote's clustering has the same rule, `min_cluster_size`).
+pub const MIN_CLUSTER_MS: u64 = 4_000;
 
 /// Bounds and threshold of one relabelling.
 #[derive(Debug, Clone, Copy)]
@@ -57,31 +61,45 @@ pub fn relabel(prints: &[Option<Voiceprint>], policy: &RelabelPolicy) -> Vec<Opt
             .collect::<Vec<_>>(),
         policy,
     );
-    // Cluster centroids: speech-weighted mean directions.
-    let centroids: Vec<Vec<f32>> = clusters
-        .iter()
-        .map(|members| {
-            Voiceprint::mean(members.iter().filter_map(|&m| prints[anchors[m]].as_ref()))
-                .map(|p| p.vector)
-                .unwrap_or_default()
-        })
-        .collect();
-
-    let mut labels: Vec<Option<Label>> = vec![None; prints.len()];
-    for &i in &with_print {
-        let v = vector(i);
-        let sims: Vec<f32> = centroids.iter().map(|c| dot(c, v)).collect();
-        let best = (0..sims.len())
-            .max_by(|&a, &b| sims[a].total_cmp(&sims[b]))
-            .unwrap_or(0);
-        let rival = (0..sims.len())
-            .filter(|&j| j != best)
-            .map(|j| sims[j])
-            .fold(policy.merge_above, f32::max);
-        labels[i] = Some(Label {
-            speaker: best as u32,
-            confidence: (0.5 + (sims[best] - rival) / 0.4).clamp(0.0, 1.0),
-        });
+    // Every voiceprint joins its closest cluster; a cluster with too little speech in all is
+    // dissolved (smallest first, while more than `min_speakers` remain) and its voiceprints
+    // join the others.
+    let mut clusters = clusters;
+    let mut labels: Vec<Option<Label>>;
+    loop {
+        let centroids: Vec<Vec<f32>> = clusters
+            .iter()
+            .map(|members| {
+                Voiceprint::mean(members.iter().filter_map(|&m| prints[anchors[m]].as_ref()))
+                    .map(|p| p.vector)
+                    .unwrap_or_default()
+            })
+            .collect();
+        labels = vec![None; prints.len()];
+        let mut mass = vec![0u64; clusters.len()];
+        for &i in &with_print {
+            let v = vector(i);
+            let sims: Vec<f32> = centroids.iter().map(|c| dot(c, v)).collect();
+            let best = (0..sims.len())
+                .max_by(|&a, &b| sims[a].total_cmp(&sims[b]))
+                .unwrap_or(0);
+            let rival = (0..sims.len())
+                .filter(|&j| j != best)
+                .map(|j| sims[j])
+                .fold(policy.merge_above, f32::max);
+            mass[best] += speech(i);
+            labels[i] = Some(Label {
+                speaker: best as u32,
+                confidence: (0.5 + (sims[best] - rival) / 0.4).clamp(0.0, 1.0),
+            });
+        }
+        let smallest = (0..clusters.len()).min_by_key(|&c| mass[c]);
+        match smallest {
+            Some(c) if clusters.len() > policy.min_speakers.max(1) && mass[c] < MIN_CLUSTER_MS => {
+                clusters.remove(c);
+            }
+            _ => break,
+        }
     }
     // Segments too short to embed: the previous labelled segment's speaker, else the next's.
     for i in 0..labels.len() {
@@ -215,7 +233,7 @@ mod tests {
 
     #[test]
     fn speaker_bounds_hold() {
-        let prints: Vec<_> = (0..6).map(|s| print(s, s, 3_000)).collect();
+        let prints: Vec<_> = (0..6).map(|s| print(s, s, 5_000)).collect();
         let most = |max| {
             relabel(
                 &prints,
@@ -239,6 +257,16 @@ mod tests {
             },
         );
         assert_eq!(fewest[1].unwrap().speaker, 2);
+    }
+
+    #[test]
+    fn a_voice_with_little_speech_in_all_joins_the_others() {
+        let prints = vec![print(7, 1, 5_000), print(3, 2, 2_500), print(7, 3, 5_000)];
+        let labels: Vec<u32> = relabel(&prints, &POLICY)
+            .iter()
+            .map(|l| l.unwrap().speaker)
+            .collect();
+        assert_eq!(labels, vec![1, 1, 1]);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import http from 'node:http';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -56,6 +57,8 @@ const librivox = utterances('librivox', 'transcription');
 const cards = utterances('cards', 'cards.transcription');
 const READER = { file: path.join(tmp, 'reader.wav'), text: librivox.map((u) => u.text).join(' ') };
 READER.seconds = writeWav(READER.file, librivox.map((u) => u.pcm));
+const SHORT = { file: path.join(tmp, 'short.wav'), text: librivox.slice(0, 2).map((u) => u.text).join(' ') };
+SHORT.seconds = writeWav(SHORT.file, librivox.slice(0, 2).map((u) => u.pcm));
 const TWO = { file: path.join(tmp, 'two-voices.wav') };
 TWO.seconds = writeWav(TWO.file, [...librivox.slice(0, 2), ...cards, ...librivox.slice(2, 4)].map((u) => u.pcm));
 
@@ -84,12 +87,12 @@ function wer(reference, hypothesis) {
 // --- the handler ----------------------------------------------------------------------------
 
 class Handler {
-  static async start(port = 0) {
+  static async start(port = 0, env = {}) {
     const h = new Handler();
     h.proc = spawn(HANDLER, [], {
       env: {
         ...process.env, PORT: String(port), PREPIS_CONTEXT_KEY: KEY, PREPIS_MODEL_DIR: MODEL_DIR,
-        PREPIS_MODEL: 'base', PREPIS_THREADS: '2', FUNCTIONS_CUSTOMHANDLER_PORT: '',
+        PREPIS_MODEL: 'base', PREPIS_THREADS: '2', FUNCTIONS_CUSTOMHANDLER_PORT: '', ...env,
       },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
@@ -297,6 +300,43 @@ test('file upload streams through the same path with progress', async () => {
     assert.ok(error <= 0.2, `WER ${error}: ${text}`);
   } finally {
     await browser.close();
+  }
+});
+
+test('the page as a static site on another origin, allowed by PREPIS_CORS_ORIGINS', async () => {
+  // A plain static server for web/, as a CDN or Static Web Apps would serve it.
+  const types = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css' };
+  const site = http.createServer((req, res) => {
+    const name = new URL(req.url, 'http://x').pathname.replace(/^\/$/, '/index.html');
+    const file = path.join(ROOT, 'web', path.basename(name));
+    if (!fs.existsSync(file)) { res.writeHead(404).end(); return; }
+    res.writeHead(200, { 'content-type': types[path.extname(file)] || 'application/octet-stream' });
+    res.end(fs.readFileSync(file));
+  });
+  await new Promise((ok) => site.listen(0, '127.0.0.1', ok));
+  // `localhost` and `127.0.0.1` are different origins.
+  const origin = `http://localhost:${site.address().port}`;
+  const api = await Handler.start(0, { PREPIS_CORS_ORIGINS: origin });
+  const browser = await browserWith(SHORT.file);
+  try {
+    const page = browser.pages()[0];
+    page.errors = [];
+    await page.goto(`${origin}/?api=${encodeURIComponent(api.url(''))}`);
+    await page.waitForSelector('#health[data-state="ready"]');
+    await page.setInputFiles('#file', SHORT.file);
+    await page.click('#upload');
+    await page.waitForSelector('body[data-state="done"]', { timeout: 120_000 });
+    const error = wer(SHORT.text, await shown(page));
+    assert.ok(error <= 0.15, `WER ${error}`);
+
+    // The same page from an origin the service does not allow gets nothing.
+    const other = `http://127.0.0.1:${site.address().port}`;
+    await page.goto(`${other}/?api=${encodeURIComponent(`http://localhost:${api.port}`)}`);
+    await page.waitForSelector('#health[data-state="down"]');
+  } finally {
+    await browser.close();
+    await api.kill();
+    site.close();
   }
 });
 
