@@ -169,7 +169,7 @@ async function record(page, seconds, { mode = 'pcm', keyboard = false } = {}) {
     await page.click('#record');
   }
   await page.waitForFunction((s) => Number(document.body.dataset.heard || 0) >= s, seconds - 0.5,
-    { timeout: (seconds + 120) * 1000, polling: 200 });
+    { timeout: (seconds + 300) * 1000, polling: 200 });
   await page.click('#record');
   await page.waitForSelector('body[data-state="done"]', { timeout: 120_000 });
 }
