@@ -289,8 +289,28 @@ test('file upload streams through the same path with progress', async () => {
   const browser = await browserWith(READER.file);
   try {
     const page = await openPage(browser, handler);
+    // The network misbehaves: the first chunk is answered 503 (Retry-After: 1), the second
+    // 429, the third's connection drops; the page must wait as told and retry each.
+    const faults = { 1: 503, 2: 429, 3: 'abort' };
+    const seen = [];
+    let posts = 0;
+    await page.route('**/api/transcribe?**', async (route) => {
+      posts += 1;
+      const fault = faults[posts];
+      seen.push({ at: Date.now(), fault, context: route.request().headers()['x-prepis-context'] || null });
+      if (fault === 'abort') return route.abort('connectionreset');
+      if (fault) {
+        return route.fulfill({
+          status: fault, headers: { 'Retry-After': '1', 'Content-Type': 'application/json' },
+          body: JSON.stringify({ error: { code: fault === 429 ? 'overloaded' : 'model_loading', message: 'busy' } }),
+        });
+      }
+      return route.continue();
+    });
     await page.setInputFiles('#file', TWO.file);
     await page.click('#upload');
+    await page.waitForSelector('#problem:not([hidden])');
+    assert.match(await page.textContent('#problem'), /busy \(503\); retrying in 1 s/);
     await page.waitForSelector('body[data-state="done"]', { timeout: 180_000 });
     assert.equal(await page.$eval('#progress', (p) => p.value), 1);
     const text = await shown(page);
@@ -298,6 +318,10 @@ test('file upload streams through the same path with progress', async () => {
     const error = wer(reference, text);
     console.log(`file: WER ${(error * 100).toFixed(1)} % — ${text}`);
     assert.ok(error <= 0.2, `WER ${error}: ${text}`);
+    // Retry-After was honoured, and every retry carried the same (absent: first) context.
+    assert.ok(seen[1].at - seen[0].at >= 950 && seen[2].at - seen[1].at >= 950, JSON.stringify(seen.slice(0, 4)));
+    assert.ok(seen.slice(0, 4).every((r) => r.context === null), 'the first chunk is retried as the first chunk');
+    assert.ok(await page.isHidden('#problem'), 'the problem clears once a chunk gets through');
   } finally {
     await browser.close();
   }
