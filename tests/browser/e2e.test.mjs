@@ -168,7 +168,7 @@ async function record(page, seconds, { mode = 'pcm', keyboard = false } = {}) {
   } else {
     await page.click('#record');
   }
-  await page.waitForFunction((s) => Number(document.body.dataset.heard || 0) >= s, seconds - 0.5,
+  await page.waitForFunction((s) => Number(document.body.dataset.heard || 0) >= s, seconds - 2.5,
     { timeout: (seconds + 300) * 1000, polling: 200 });
   await page.click('#record');
   await page.waitForSelector('body[data-state="done"]', { timeout: 120_000 });
@@ -271,7 +271,7 @@ test('the handler killed and restarted mid-stream: nothing final is lost', async
     await page.waitForSelector('#problem:not([hidden])', { timeout: 30_000 });
     assert.match(await page.textContent('#problem'), /can't be reached/);
     again = await Handler.start(port);
-    await page.waitForFunction((s) => Number(document.body.dataset.heard || 0) >= s, READER.seconds - 0.5, { timeout: 180_000, polling: 200 });
+    await page.waitForFunction((s) => Number(document.body.dataset.heard || 0) >= s, READER.seconds - 2.5, { timeout: 180_000, polling: 200 });
     await page.click('#record');
     await page.waitForSelector('body[data-state="done"]', { timeout: 120_000 });
     assert.equal(await page.isHidden('#problem'), true, 'the problem clears once the service is back');
