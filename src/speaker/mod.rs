@@ -57,17 +57,7 @@ pub fn label_segments(
         // Short runs take the label of their segment's neighbours, else the current speaker.
         for i in 0..labels.len() {
             if labels[i].is_none() {
-                let near = labels[..i]
-                    .iter()
-                    .rev()
-                    .chain(labels[i + 1..].iter())
-                    .find_map(|l| *l);
-                labels[i] = near
-                    .map(|l| Label {
-                        confidence: l.confidence.min(0.5),
-                        ..l
-                    })
-                    .or_else(|| speakers.inherit());
+                labels[i] = neighbour_label(&labels, i, 0.5).or_else(|| speakers.inherit());
             }
         }
         // Adjacent runs of one speaker make one segment.
@@ -90,6 +80,20 @@ pub fn label_segments(
         out.extend(current.map(Pending::finish));
     }
     out
+}
+
+/// The label of the nearest labelled slot before `i`, else after it, with its confidence
+/// capped at `cap` (it was not computed from slot `i`'s own speech).
+pub fn neighbour_label(labels: &[Option<Label>], i: usize, cap: f32) -> Option<Label> {
+    labels[..i]
+        .iter()
+        .rev()
+        .chain(labels[i + 1..].iter())
+        .find_map(|l| *l)
+        .map(|l| Label {
+            confidence: l.confidence.min(cap),
+            ..l
+        })
 }
 
 /// A stretch of speech's voiceprint (unit length) and how much speech it was computed from.

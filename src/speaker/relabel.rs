@@ -104,15 +104,7 @@ pub fn relabel(prints: &[Option<Voiceprint>], policy: &RelabelPolicy) -> Vec<Opt
     // Segments too short to embed: the previous labelled segment's speaker, else the next's.
     for i in 0..labels.len() {
         if labels[i].is_none() {
-            let near = labels[..i]
-                .iter()
-                .rev()
-                .chain(labels[i + 1..].iter())
-                .find_map(|l| *l);
-            labels[i] = near.map(|l| Label {
-                confidence: l.confidence.min(0.3),
-                ..l
-            });
+            labels[i] = super::neighbour_label(&labels, i, 0.3);
         }
     }
     // Number the speakers from 1 in order of first appearance.
