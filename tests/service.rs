@@ -624,3 +624,47 @@ fn functions_host_mode_listens_on_loopback_and_exits_cleanly() {
     let status = server.terminate();
     assert!(status.success(), "SIGTERM must exit 0, got {status:?}");
 }
+
+/// The test speech as one recording: the five "cards" then the five LibriVox utterances,
+/// a quarter second apart (36.9 s), with its reference transcript.
+fn all_speech() -> (Vec<i16>, String) {
+    let (mut samples, mut reference) = (Vec::new(), Vec::new());
+    for utterance in util::cards().into_iter().chain(librivox()) {
+        samples.extend(read_wav_i16(&utterance.path).1);
+        samples.extend([0i16; 4_000]);
+        reference.push(utterance.reference);
+    }
+    (samples, reference.join(" "))
+}
+
+fn pcm_bytes(samples: &[i16]) -> Vec<u8> {
+    samples.iter().flat_map(|s| s.to_le_bytes()).collect()
+}
+
+#[test]
+fn windows_whisper_stops_early_in_never_crash_it_and_long_audio_is_whole() {
+    let server = Server::start(&[("PREPIS_LANGUAGE", "en")]);
+    let (speech, reference) = all_speech();
+    let url = "/api/transcribe?language=en&final=true";
+    // This window made whisper.cpp's DTW alignment abort the process (a decoding pass that
+    // ended within 150 ms of its start); the windows after it vary where a pass can end.
+    let mut windows = vec![(52_428, 178_305)];
+    windows.extend((0..24).map(|i| ((i * 23_917) % 400_000, 16_000 + (i * 7_211) % 150_000)));
+    for (start, length) in windows {
+        let r = post_raw(
+            &server,
+            url,
+            "audio/pcm;rate=16000",
+            pcm_bytes(&speech[start..start + length]),
+        );
+        assert_eq!(r.status(), 200, "window {start}+{length}");
+    }
+    assert_eq!(server.get_json("/api/status")["ready"], true);
+
+    // Longer than Whisper's 30 s window: decoded in passes, nothing lost at the seam.
+    let r = post_raw(&server, url, "audio/pcm;rate=16000", pcm_bytes(&speech));
+    assert_eq!(r.status(), 200);
+    let text = text_of(&r.json().unwrap());
+    let error = wer(&reference, &text);
+    assert!(error <= 0.1, "WER {error}: {text}");
+}

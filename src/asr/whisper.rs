@@ -90,24 +90,114 @@ impl WhisperEngine {
 }
 
 impl Transcriber for WhisperEngine {
+    /// Whisper's own long-form loop, run here rather than inside whisper.cpp: each pass
+    /// decodes up to 30 s as one segment and the next pass starts where the decoder stopped
+    /// (its last timestamp token). whisper.cpp's loop can end a pass within 150 ms of where
+    /// it started (a decoder that stops on an early timestamp, a short remainder), and its
+    /// DTW word alignment then aborts the process (`WHISPER_ASSERT ... filter_width <
+    /// a->ne[2]`, whisper.cpp issue #2301 and others); a single-segment pass always aligns
+    /// the whole piece, and every piece spans at least 200 ms.
     fn transcribe(&self, samples: &[f32], options: &DecodeOptions) -> Result<Transcript, AsrError> {
+        let mut segments: Vec<Segment> = Vec::new();
+        let mut language = match (&options.language, self.info.multilingual) {
+            (_, false) => Some("en".to_string()),
+            (lang, true) => lang.clone(),
+        };
+        let mut offset = 0;
+        while samples.len() - offset > MIN_PASS_SAMPLES {
+            let length = (samples.len() - offset).min(PASS_SAMPLES);
+            // Whisper's rule for a continuation: a short rest is decoded without the text
+            // before it (it tends to make the decoder repeat itself).
+            let prompt = if offset == 0 {
+                options.prompt.clone()
+            } else if samples.len() - offset > CONTINUATION_PROMPT_SAMPLES {
+                let said: Vec<&str> = segments.iter().map(|s| s.text.as_str()).collect();
+                let before = options.prompt.as_deref().unwrap_or("");
+                Some(format!("{before} {}", said.join(" ")))
+            } else {
+                None
+            };
+            let pass = self.pass(
+                samples,
+                offset,
+                length,
+                language.as_deref(),
+                prompt.as_deref(),
+            )?;
+            tracing::debug!(
+                event = "whisper_pass",
+                offset_s = offset as f64 / 16_000.0,
+                length_s = length as f64 / 16_000.0,
+                stopped_at_s = pass.stopped_at.map(|s| s as f64 / 16_000.0),
+                segments = pass.segments.len(),
+            );
+            segments.extend(pass.segments);
+            language = language.or(pass.language);
+            // The next pass starts where the decoder stopped; a stop in the first 100 ms of
+            // the piece counts as none (a pass must make progress).
+            offset = match pass.stopped_at {
+                Some(at) if at > offset + MIN_PASS_SAMPLES && at < offset + length => at,
+                _ => offset + length,
+            };
+        }
+        Ok(Transcript { segments, language })
+    }
+
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+}
+
+/// Longest piece one pass decodes: Whisper's window.
+const PASS_SAMPLES: usize = 30 * 16_000;
+/// What is left after a pass is decoded only if longer than this (whisper.cpp: 100 ms).
+const MIN_PASS_SAMPLES: usize = 1_600;
+/// Every pass decodes at least this much (whisper.cpp's zero padding past the end
+/// included): its DTW alignment median-filters 7 encoder positions, and aborts the
+/// process unless it gets more than that (16 frames, 160 ms). Any more than needed and
+/// the decoder hears silence it fills with made-up text ("Thank you.").
+const MIN_PIECE_SAMPLES: usize = 3_200;
+/// A continuation shorter than this is decoded without the text before it (whisper.cpp: 5 s).
+const CONTINUATION_PROMPT_SAMPLES: usize = 5 * 16_000;
+/// Tokens one pass may produce; below whisper.cpp's own limit (half the text context,
+/// less 4), so that a pass always ends as completed, never as a failed decoder.
+const MAX_PASS_TOKENS: i32 = 200;
+
+/// What one single-segment pass of whisper.cpp produced.
+struct Pass {
+    segments: Vec<Segment>,
+    language: Option<String>,
+    /// The sample where the decoder stopped (its last timestamp token), when it stopped
+    /// before the end of the piece.
+    stopped_at: Option<usize>,
+}
+
+impl WhisperEngine {
+    /// Decodes `length` samples (at most 30 s) from `offset` in a single segment, then
+    /// splits it back into Whisper's segments at its timestamp tokens. The log-mel
+    /// spectrogram is of all of `samples`, normalised as a whole, as whisper.cpp's own loop
+    /// has it (a quiet rest normalised on its own sounds like speech to Whisper).
+    fn pass(
+        &self,
+        samples: &[f32],
+        offset: usize,
+        length: usize,
+        language: Option<&str>,
+        prompt: Option<&str>,
+    ) -> Result<Pass, AsrError> {
         let failed =
             |what: &str, e: &dyn std::fmt::Display| AsrError::Inference(format!("{what}: {e}"));
         let mut state = self
             .context
             .create_state()
             .map_err(|e| failed("creating state", &e))?;
-
-        let language = match (&options.language, self.info.multilingual) {
-            (_, false) => "en".to_string(),
-            (Some(lang), true) => lang.clone(),
-            (None, true) => "auto".to_string(),
-        };
         let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
         params.set_n_threads(self.threads as i32);
-        params.set_language(Some(&language));
+        params.set_language(Some(language.unwrap_or("auto")));
         params.set_translate(false);
         params.set_no_context(true);
+        params.set_single_segment(true);
+        params.set_max_tokens(MAX_PASS_TOKENS);
         params.set_token_timestamps(true);
         params.set_suppress_blank(true);
         params.set_suppress_nst(true);
@@ -120,69 +210,122 @@ impl Transcriber for WhisperEngine {
         params.set_print_realtime(false);
         params.set_print_special(false);
         params.set_print_timestamps(false);
-        params.set_audio_ctx(self.window_positions(samples.len() as f64 / 16_000.0));
-        if let Some(prompt) = options.prompt.as_deref().filter(|p| !p.is_empty()) {
+        // Offsets are whole 20 ms steps: they come from timestamp tokens.
+        let duration = length.max(MIN_PIECE_SAMPLES);
+        params.set_offset_ms((offset / 16) as i32);
+        params.set_duration_ms(duration.div_ceil(16) as i32);
+        params.set_audio_ctx(self.window_positions(duration as f64 / 16_000.0));
+        if let Some(prompt) = prompt.map(str::trim).filter(|p| !p.is_empty()) {
             params.set_initial_prompt(prompt);
         }
         state
             .full(params, samples)
             .map_err(|e| failed("decoding", &e))?;
 
-        let eot = self.context.token_eot();
+        let (eot, beg) = (self.context.token_eot(), self.context.token_beg());
         let mut segments = Vec::new();
+        let mut stopped_at = None;
+        let mut last_two = [None, None];
         for segment in state.as_iter() {
-            let mut tokens = Vec::new();
-            let (mut logprob_sum, mut prob_sum) = (0f32, 0f32);
+            let no_speech = segment.no_speech_probability();
+            // Whisper's segments: the text between two timestamp tokens.
+            let mut tokens: Vec<(TimedToken, f32)> = Vec::new();
+            let mut opened_at = offset as f64 / 16_000.0;
             for i in 0..segment.n_tokens() {
                 let Some(token) = segment.get_token(i) else {
                     continue;
                 };
-                if token.token_id() >= eot {
+                let id = token.token_id();
+                if id < eot || id >= beg {
+                    last_two = [last_two[1], Some(id)];
+                }
+                if id >= beg {
+                    // Timestamp tokens count 20 ms steps from the pass's start.
+                    let at_sample = offset + (id - beg) as usize * 320;
+                    let at = at_sample as f64 / 16_000.0;
+                    if id > beg {
+                        stopped_at = Some(at_sample);
+                    }
+                    if !tokens.is_empty() {
+                        segments.push(self.segment(
+                            std::mem::take(&mut tokens),
+                            opened_at,
+                            at,
+                            no_speech,
+                        ));
+                    }
+                    opened_at = at;
+                    continue;
+                }
+                if id >= eot {
                     continue;
                 }
                 let data = token.token_data();
-                logprob_sum += data.plog;
-                prob_sum += data.p;
                 let (start, end) = if self.dtw && data.t_dtw >= 0 {
                     (data.t_dtw, data.t1.max(data.t_dtw))
                 } else {
                     (data.t0, data.t1)
                 };
-                tokens.push(TimedToken {
+                let timed = TimedToken {
                     bytes: token.to_bytes().map(<[u8]>::to_vec).unwrap_or_default(),
                     start: start as f64 / 100.0,
                     end: end as f64 / 100.0,
                     probability: data.p,
-                });
+                };
+                tokens.push((timed, data.plog));
             }
-            if self.dtw {
-                // DTW marks where each token starts: a token ends where the next one starts.
-                for i in 1..tokens.len() {
-                    let next_start = tokens[i].start;
-                    tokens[i - 1].end = next_start.max(tokens[i - 1].start);
-                }
+            if !tokens.is_empty() {
+                let end = tokens.last().map_or(opened_at, |(t, _)| t.end);
+                segments.push(self.segment(tokens, opened_at, end, no_speech));
             }
-            let n = tokens.len().max(1) as f32;
-            let text = segment
-                .to_bytes()
-                .map(|b| String::from_utf8_lossy(b).trim().to_string())
-                .unwrap_or_default();
-            segments.push(Segment {
-                text,
-                start: segment.start_timestamp() as f64 / 100.0,
-                end: segment.end_timestamp() as f64 / 100.0,
-                confidence: prob_sum / n,
-                no_speech_probability: segment.no_speech_probability(),
-                avg_logprob: logprob_sum / n,
-                words: group_words(&tokens),
-            });
+        }
+        // Whisper's rule: text closed by a single timestamp (not a pair) means the decoder
+        // heard the whole piece; it stopped early only after a closed pair.
+        if let [Some(before), Some(last)] = last_two {
+            if last > beg && before < eot {
+                stopped_at = None;
+            }
         }
         let language =
             whisper_rs::get_lang_str(state.full_lang_id_from_state()).map(str::to_string);
-        Ok(Transcript { segments, language })
+        Ok(Pass {
+            segments,
+            language,
+            stopped_at,
+        })
     }
 
-    fn info(&self) -> &ModelInfo {
-        &self.info
+    /// One of Whisper's segments from its text tokens (with their log-probabilities).
+    fn segment(
+        &self,
+        tokens: Vec<(TimedToken, f32)>,
+        start: f64,
+        end: f64,
+        no_speech: f32,
+    ) -> Segment {
+        let n = tokens.len().max(1) as f32;
+        let confidence = tokens.iter().map(|(t, _)| t.probability).sum::<f32>() / n;
+        let avg_logprob = tokens.iter().map(|(_, plog)| plog).sum::<f32>() / n;
+        let mut tokens: Vec<TimedToken> = tokens.into_iter().map(|(t, _)| t).collect();
+        if self.dtw {
+            // DTW marks where each token starts: a token ends where the next one starts.
+            for i in 1..tokens.len() {
+                let next_start = tokens[i].start;
+                tokens[i - 1].end = next_start.max(tokens[i - 1].start);
+            }
+        }
+        let bytes: Vec<u8> = tokens
+            .iter()
+            .flat_map(|t| t.bytes.iter().copied())
+            .collect();
+        Segment {
+            text: String::from_utf8_lossy(&bytes).trim().to_string(),
+            start,
+            end,
+            confidence,
+            no_speech_probability: no_speech,
+            avg_logprob,
+            words: group_words(&tokens),
+        }
     }
 }

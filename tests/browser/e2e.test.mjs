@@ -22,6 +22,7 @@ const ARTIFACTS = path.resolve(ROOT, process.env.PREPIS_ARTIFACTS || 'target/bro
 const SPEECH = '/usr/share/pocketsphinx/test/data';
 const KEY = 'AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=';
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'prepis-browser-'));
+fs.mkdirSync(ARTIFACTS, { recursive: true });
 
 // --- real speech ----------------------------------------------------------------------------
 
@@ -96,12 +97,17 @@ class Handler {
       },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
+    // Its events go to a log beside the screenshots; an exit nobody asked for is said at once.
+    const log = fs.createWriteStream(path.join(ARTIFACTS, `handler-${h.proc.pid}.log`));
+    h.proc.on('exit', (code, signal) => {
+      if (!h.killed) console.error(`handler ${h.proc.pid} exited on its own: code ${code}, signal ${signal}`);
+    });
     const lines = readline.createInterface({ input: h.proc.stdout });
     h.port = await new Promise((ok, fail) => {
       h.proc.once('exit', (code) => fail(new Error(`handler exited (${code}) before listening`)));
       lines.on('line', (line) => {
-        const event = JSON.parse(line);
-        if (event.event === 'listening') ok(event.port);
+        log.write(`${line}\n`);
+        if (line.includes('"event":"listening"')) ok(JSON.parse(line).port);
       });
     });
     // Wait for the model: the readiness the page itself shows.
@@ -119,6 +125,7 @@ class Handler {
   }
 
   kill() {
+    this.killed = true;
     const exited = new Promise((ok) => this.proc.once('exit', ok));
     this.proc.kill('SIGKILL');
     return exited;
@@ -168,8 +175,14 @@ async function record(page, seconds, { mode = 'pcm', keyboard = false } = {}) {
   } else {
     await page.click('#record');
   }
-  await page.waitForFunction((s) => Number(document.body.dataset.heard || 0) >= s, seconds - 2.5,
-    { timeout: (seconds + 300) * 1000, polling: 200 });
+  try {
+    await page.waitForFunction((s) => Number(document.body.dataset.heard || 0) >= s, seconds - 2.5,
+      { timeout: (seconds + 300) * 1000, polling: 200 });
+  } catch (e) {
+    const seen = await page.evaluate(() => ({ ...document.body.dataset, problem: document.querySelector('#problem')?.textContent }));
+    e.message += ` (the page: ${JSON.stringify(seen)})`;
+    throw e;
+  }
   await page.click('#record');
   await page.waitForSelector('body[data-state="done"]', { timeout: 120_000 });
 }
@@ -178,7 +191,6 @@ const shown = (page) => page.$$eval('#transcript .segment .text', (els) => els.m
 
 let handler;
 before(async () => {
-  fs.mkdirSync(ARTIFACTS, { recursive: true });
   handler = await Handler.start();
 });
 after(async () => {
