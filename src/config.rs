@@ -64,6 +64,9 @@ pub struct Config {
     /// `PREPIS_CORS_ORIGINS`: origins (comma-separated, or `*`) whose pages may call the
     /// API from a browser when the handler serves it directly; empty: none.
     pub cors_origins: Vec<String>,
+    /// `PREPIS_API_KEY`: the key every API request must present outside the Functions host
+    /// (there, function keys guard the routes); `None` when unset or under the host.
+    pub api_key: Option<crate::http::ApiKey>,
     /// `PREPIS_LOG`: tracing filter (`info`, `debug`, `prepis=debug,warp=info`, …).
     pub log_filter: String,
 }
@@ -266,6 +269,9 @@ impl Config {
                 .map(|o| o.trim().trim_end_matches('/').to_string())
                 .filter(|o| !o.is_empty())
                 .collect(),
+            api_key: get("PREPIS_API_KEY")
+                .filter(|_| !under_functions_host)
+                .map(|k| crate::http::ApiKey::new(k.trim())),
             log_filter: get("PREPIS_LOG").unwrap_or_else(|| "info,whisper_rs=warn".to_string()),
         })
     }
@@ -349,6 +355,21 @@ mod tests {
         assert!(c.under_functions_host);
         let legacy = config(&[("FUNCTIONS_HTTPWORKER_PORT", "40002")]).unwrap();
         assert_eq!(legacy.listen.port(), 40002);
+    }
+
+    #[test]
+    fn the_api_key_guards_standalone_only() {
+        assert!(config(&[("PREPIS_API_KEY", "k")])
+            .unwrap()
+            .api_key
+            .is_some());
+        assert!(config(&[]).unwrap().api_key.is_none());
+        // Function keys guard the routes under the host.
+        let hosted = config(&[
+            ("PREPIS_API_KEY", "k"),
+            ("FUNCTIONS_CUSTOMHANDLER_PORT", "4"),
+        ]);
+        assert!(hosted.unwrap().api_key.is_none());
     }
 
     #[test]

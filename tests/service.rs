@@ -668,3 +668,69 @@ fn windows_whisper_stops_early_in_never_crash_it_and_long_audio_is_whole() {
     let error = wer(&reference, &text);
     assert!(error <= 0.1, "WER {error}: {text}");
 }
+
+#[test]
+fn an_api_key_guards_the_api_and_nothing_said_reaches_the_logs() {
+    let key = "k3y-0f-this-t3st";
+    let server = Server::start(&[("PREPIS_API_KEY", key), ("PREPIS_LANGUAGE", "en")]);
+    let utterance = &librivox()[0];
+    let wav = std::fs::read(&utterance.path).unwrap();
+    let post = |header: Option<(&str, String)>| {
+        let mut request = client()
+            .post(server.url("/api/transcribe"))
+            .header("Content-Type", "audio/wav")
+            .body(wav.clone());
+        if let Some((name, value)) = header {
+            request = request.header(name, value);
+        }
+        request.send().unwrap()
+    };
+    for refused in [
+        None,
+        Some(("X-Api-Key", "k3y-0f-this-t3sT".to_string())),
+        Some(("Authorization", format!("Basic {key}"))),
+    ] {
+        let r = post(refused.clone());
+        assert_eq!(r.status(), 401, "{refused:?}");
+        assert_eq!(r.headers()["www-authenticate"], "Bearer");
+        let v: Value = r.json().unwrap();
+        assert_eq!(v["error"]["code"], "unauthorized");
+    }
+    // Sessions are the API too; status and the page stay open (probes, browsers).
+    let r = client()
+        .get(server.url("/api/transcribe?session_id=x"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(server.get_json("/api/status")["ready"], true);
+
+    let mut said = String::new();
+    let mut tokens = Vec::new();
+    for header in [
+        ("X-Api-Key", key.to_string()),
+        ("Authorization", format!("Bearer {key}")),
+    ] {
+        let r = post(Some(header));
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().unwrap();
+        said = text_of(&v);
+        tokens.push(v["context"].as_str().unwrap().to_string());
+    }
+    assert!(wer(&utterance.reference, &said) <= LIBRIVOX_WER, "{said}");
+
+    // The logs (what Application Insights keeps) hold no transcript, token or key.
+    server.wait_for_events(2, |e| e["event"] == "transcribed");
+    let logs = server.stdout.lock().unwrap().join("\n").to_lowercase();
+    for word in util::normalise(&said).iter().filter(|w| w.len() >= 6) {
+        assert!(
+            !logs.contains(word.as_str()),
+            "the logs hold the word {word:?}"
+        );
+    }
+    for secret in tokens.iter().map(|t| &t[..24]).chain([key]) {
+        assert!(
+            !logs.contains(&secret.to_lowercase()),
+            "the logs hold {secret:?}"
+        );
+    }
+}

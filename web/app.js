@@ -7,6 +7,15 @@ const $ = (id) => document.getElementById(id);
 const api = (new URLSearchParams(location.search).get('api')
   || document.querySelector('meta[name="prepis-api"]').content || '').replace(/\/$/, '');
 
+// A service that needs an API key gets it in the page's fragment (`#key=…`: never sent to a
+// server, kept for this tab only).
+const fragmentKey = new URLSearchParams(location.hash.slice(1)).get('key');
+if (fragmentKey) {
+  sessionStorage.setItem('prepis-api-key', fragmentKey);
+  history.replaceState(null, '', location.pathname + location.search);
+}
+const apiKey = sessionStorage.getItem('prepis-api-key') || '';
+
 let transcript = new Transcript();
 let capture = null;
 let client = null;
@@ -108,6 +117,7 @@ function showProblem(message) {
 function newClient(onProgress) {
   return new StreamClient({
     api,
+    apiKey,
     language: $('language').value,
     onReply,
     onProblem: (m) => {

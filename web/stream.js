@@ -10,6 +10,7 @@ export class StreamClient {
    * @param {object} o
    * @param {string} o.api           base URL of the service ('' = this origin)
    * @param {string} [o.language]    'auto' or a language code
+   * @param {string} [o.apiKey]      the service's API key, when it needs one
    * @param {(reply: object, chunk: object) => void} o.onReply
    * @param {(message: string|null) => void} o.onProblem  a plain-words problem, null when over
    * @param {(done: number, total: number) => void} [o.onProgress]
@@ -88,6 +89,7 @@ export class StreamClient {
       const params = new URLSearchParams({ language: this.language, final: String(chunk.last) });
       const headers = { 'Content-Type': chunk.type };
       if (this.context) headers['X-Prepis-Context'] = this.context;
+      if (this.apiKey) headers['X-Api-Key'] = this.apiKey;
       let response;
       try {
         response = await fetch(`${this.api}/api/transcribe?${params}`, {

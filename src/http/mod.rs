@@ -10,6 +10,7 @@
 //! | `POST /api/transcribe` | forwarded HTTP (or container): the request itself |
 //! | `POST /transcribe` | payload mode envelope (or, if the body is no envelope, as above) |
 
+mod auth;
 mod cors;
 mod error;
 mod payload;
@@ -28,6 +29,7 @@ use warp::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use warp::reply::Response;
 use warp::Filter;
 
+pub use auth::ApiKey;
 pub use error::ApiError;
 pub use request::{QueryOptions, TranscribeRequest, AUDIO_FIELD};
 
@@ -62,6 +64,8 @@ struct Incoming {
     context: Option<String>,
     /// `Accept`: a browser asking for `/` gets the page, a probe the JSON.
     accept: Option<String>,
+    /// Whether the request may use the API (it presents `PREPIS_API_KEY`, or none is set).
+    admitted: bool,
 }
 
 /// The whole route tree: one filter that extracts, one function that dispatches.
@@ -103,6 +107,11 @@ pub fn routes(app: Arc<App>) -> warp::filters::BoxedFilter<(Response,)> {
                             }),
                         context: text(header::HeaderName::from_static("x-prepis-context")),
                         accept: text(header::ACCEPT),
+                        admitted: app
+                            .config
+                            .api_key
+                            .as_ref()
+                            .is_none_or(|k| k.admits(&headers)),
                     };
                     let mut response = dispatch(&app, incoming, body).await;
                     cors::allow(&mut response, origin);
@@ -132,6 +141,16 @@ where
         (&Method::POST, "/status") => {
             let body = status::report(app).to_string();
             envelope_response(StatusCode::OK, &body, &[], &[])
+        }
+        (&Method::POST | &Method::GET | &Method::DELETE, "/api/transcribe" | "/transcribe")
+            if !incoming.admitted =>
+        {
+            app.metrics.record_failure();
+            let mut response = error_response(&auth::refused(), false);
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
         }
         (&Method::POST, "/api/transcribe" | "/transcribe") => {
             let limit = envelope_limit(app.config.max_body_bytes);
