@@ -67,6 +67,8 @@ pub struct Config {
     /// `PREPIS_API_KEY`: the key every API request must present outside the Functions host
     /// (there, function keys guard the routes); `None` when unset or under the host.
     pub api_key: Option<crate::http::ApiKey>,
+    /// `PREPIS_SHUTDOWN_SECONDS`: after SIGTERM, how long in-flight requests may finish.
+    pub shutdown_drain_seconds: f64,
     /// `PREPIS_LOG`: tracing filter (`info`, `debug`, `prepis=debug,warp=info`, …).
     pub log_filter: String,
 }
@@ -122,6 +124,14 @@ impl Config {
         let queue: usize = number(&get, "PREPIS_QUEUE", workers * 2)?;
         let max_body_bytes: usize = number(&get, "PREPIS_MAX_BODY_BYTES", 25 * 1024 * 1024)?;
         let max_audio_seconds: f64 = number(&get, "PREPIS_MAX_AUDIO_SECONDS", 300.0)?;
+        let shutdown_drain_seconds: f64 = number(&get, "PREPIS_SHUTDOWN_SECONDS", 20.0)?;
+        if !(0.0..=3600.0).contains(&shutdown_drain_seconds) {
+            return Err(ConfigError {
+                name: "PREPIS_SHUTDOWN_SECONDS",
+                value: shutdown_drain_seconds.to_string(),
+                reason: "must be between 0 and 3600".into(),
+            });
+        }
         let min_window_seconds: f64 = number(&get, "PREPIS_MIN_WINDOW_SECONDS", 10.0)?;
 
         let positive = |name: &'static str, value: usize| {
@@ -272,6 +282,7 @@ impl Config {
             api_key: get("PREPIS_API_KEY")
                 .filter(|_| !under_functions_host)
                 .map(|k| crate::http::ApiKey::new(k.trim())),
+            shutdown_drain_seconds,
             log_filter: get("PREPIS_LOG").unwrap_or_else(|| "info,whisper_rs=warn".to_string()),
         })
     }

@@ -88,8 +88,9 @@ fn serve() -> ExitCode {
             workers = config.workers,
             threads_per_worker = config.threads_per_inference,
         );
+        let drain = std::time::Duration::from_secs_f64(config.shutdown_drain_seconds);
         let app = prepis::server::build_app(config);
-        prepis::server::run(listener, app, shutdown_signal()).await;
+        prepis::server::run(listener, app, shutdown_signal(), drain).await;
         tracing::info!(event = "stopped");
         ExitCode::SUCCESS
     })

@@ -67,15 +67,34 @@ pub fn build_app(config: Config) -> Arc<App> {
     })
 }
 
-/// Serves `app` on `listener` until `shutdown` completes, then waits for in-flight requests.
+/// Serves `app` on `listener` until `shutdown` completes, then lets in-flight requests
+/// finish for at most `drain` (the platform kills the process not long after SIGTERM; a
+/// clean exit 0 within its grace period is what the Functions host and orchestrators expect).
 pub async fn run(
     listener: TcpListener,
     app: Arc<App>,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: std::time::Duration,
 ) {
-    warp::serve(http::routes(app))
+    let (stopping, mut stop) = tokio::sync::watch::channel(false);
+    let mut deadline = stop.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stopping.send(true);
+    });
+    let server = warp::serve(http::routes(app))
         .incoming(listener)
-        .graceful(shutdown)
-        .run()
-        .await;
+        .graceful(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .run();
+    tokio::select! {
+        _ = server => {}
+        _ = async {
+            let _ = deadline.wait_for(|s| *s).await;
+            tokio::time::sleep(drain).await;
+        } => {
+            tracing::warn!(event = "shutdown_deadline", drain_seconds = drain.as_secs_f64(), message = "requests still in flight at the drain deadline were cut off");
+        }
+    }
 }

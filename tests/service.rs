@@ -734,3 +734,43 @@ fn an_api_key_guards_the_api_and_nothing_said_reaches_the_logs() {
         );
     }
 }
+
+/// Starts a long request (37 s of speech) and returns once the handler is working on it.
+fn long_request_in_flight(server: &Server) -> std::thread::JoinHandle<Option<u16>> {
+    let (speech, _) = all_speech();
+    let url = server.url("/api/transcribe?language=en&final=true");
+    let request = std::thread::spawn(move || {
+        client()
+            .post(url)
+            .header("Content-Type", "audio/pcm;rate=16000")
+            .body(pcm_bytes(&speech))
+            .send()
+            .ok()
+            .map(|r| r.status().as_u16())
+    });
+    while server.get_json("/api/status")["in_flight"] == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    request
+}
+
+#[test]
+fn sigterm_lets_requests_in_flight_finish_within_the_drain_deadline_then_exits_0() {
+    let mut server = Server::start(&[("PREPIS_SHUTDOWN_SECONDS", "120")]);
+    let request = long_request_in_flight(&server);
+    let status = server.terminate();
+    assert!(status.success(), "SIGTERM must exit 0, got {status:?}");
+    assert_eq!(
+        request.join().unwrap(),
+        Some(200),
+        "the request in flight is answered"
+    );
+
+    // A request longer than the deadline is cut off, and the exit is still clean.
+    let mut server = Server::start(&[("PREPIS_SHUTDOWN_SECONDS", "0.2")]);
+    let request = long_request_in_flight(&server);
+    let status = server.terminate();
+    assert!(status.success(), "SIGTERM must exit 0, got {status:?}");
+    assert_eq!(request.join().unwrap(), None);
+    server.wait_for_event(|e| e["event"] == "shutdown_deadline");
+}
