@@ -57,7 +57,7 @@ impl Default for TrackerPolicy {
             hysteresis: 0.05,
             max_speakers: 8,
             min_speakers: 1,
-            merge_above: 0.78,
+            merge_above: 0.75,
         }
     }
 }
