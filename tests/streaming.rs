@@ -202,14 +202,14 @@ fn an_empty_final_chunk_ends_a_stream_and_commits_its_words() {
     assert_eq!(r.json::<Value>().unwrap()["error"]["code"], "empty_body");
 }
 
+/// Another context key (a foreign instance, or the key after a rotation).
+const FOREIGN_KEY: &str = "HyAhIiMkJSYnKCkqKywtLi8wMTIzNDU2Nzg5Ojs8PT4=";
+
 #[test]
 fn tokens_are_sealed_checked_and_expire() {
     let (samples, _) = long_stream();
     let server = Server::start(&[("PREPIS_CONTEXT_KEY", KEY)]);
-    let foreign = Server::start(&[(
-        "PREPIS_CONTEXT_KEY",
-        "HyAhIiMkJSYnKCkqKywtLi8wMTIzNDU2Nzg5Ojs8PT4=",
-    )]);
+    let foreign = Server::start(&[("PREPIS_CONTEXT_KEY", FOREIGN_KEY)]);
     let first: Value = post_chunk(&server, &samples[..48_000], None, false)
         .json()
         .unwrap();
@@ -267,6 +267,30 @@ fn tokens_are_sealed_checked_and_expire() {
         let v: Value = r.json().unwrap();
         assert_eq!(v["error"]["code"], code);
     }
+
+    // Key rotation: an instance with the new key and the old one as previous opens the
+    // token and seals its answer with the new key only.
+    let rotated = Server::start(&[
+        ("PREPIS_CONTEXT_KEY", FOREIGN_KEY),
+        ("PREPIS_CONTEXT_KEY_PREVIOUS", KEY),
+    ]);
+    let r = post_chunk(&rotated, &samples[48_000..64_000], Some(&token), false);
+    assert_eq!(r.status(), 200, "the previous key still opens tokens");
+    let resealed = r.json::<Value>().unwrap()["context"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let next = &samples[64_000..80_000];
+    assert_eq!(
+        post_chunk(&foreign, next, Some(&resealed), false).status(),
+        200
+    );
+    let r = post_chunk(&server, next, Some(&resealed), false);
+    assert_eq!(r.status(), 400, "sealed with the new key, not the old");
+    assert_eq!(
+        r.json::<Value>().unwrap()["error"]["code"],
+        "context_invalid"
+    );
 
     // A token of a stream that began long ago is refused as expired.
     let key = prepis::context::ContextKey::from_base64(KEY).unwrap();
