@@ -9,7 +9,7 @@ set -euo pipefail
 
 packages=(cmake g++ make pkg-config libopus-dev python3 python3-pip)
 if [[ "${1:-}" == "--test" ]]; then
-  packages+=(pocketsphinx-testdata redis-server chromium nodejs npm)
+  packages+=(pocketsphinx-testdata redis-server nginx-light chromium nodejs npm)
 fi
 
 missing=()

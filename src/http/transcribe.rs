@@ -283,6 +283,7 @@ async fn handle(
     let started = Instant::now();
     let bytes = request.audio.len();
     let job = app.inference.run(move |engine| {
+        tracing::debug!(event = "inference_started", seq = state.seq + 1);
         let mut state = state;
         let audio = if request.audio.is_empty() && last && state.seq > 0 {
             // An empty last chunk ends a stream: the pending words are committed.

@@ -67,7 +67,13 @@ impl Server {
         });
         let port = port_rx
             .recv_timeout(Duration::from_secs(30))
-            .expect("the handler did not report a listening port");
+            .unwrap_or_else(|e| {
+                let _ = child.wait();
+                panic!(
+                    "the handler did not report a listening port ({e}): {}",
+                    stderr.lock().unwrap().join("\n")
+                )
+            });
         let server = Server {
             child,
             port,
@@ -419,20 +425,44 @@ impl Redis {
         Self::start_in(dir)
     }
 
-    /// Starts (or restarts) a server on the same socket.
+    /// Starts (or restarts) a server on the same socket, keeping nothing on disk.
     pub fn start_in(dir: PathBuf) -> Redis {
+        Self::launch(dir, &["--save", "", "--appendonly", "no"])
+    }
+
+    /// A server that keeps its data across a restart (append-only file, fsync on every
+    /// write), as a production Redis would.
+    pub fn start_persistent() -> Redis {
+        let dir =
+            std::env::temp_dir().join(format!("prepis-redis-{}-{}", std::process::id(), next_id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self::start_persistent_in(dir)
+    }
+
+    /// Restarts a persistent server on its directory and socket.
+    pub fn start_persistent_in(dir: PathBuf) -> Redis {
+        let args = [
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--dir",
+        ];
+        let mut with_dir: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        with_dir.push(dir.display().to_string());
+        let refs: Vec<&str> = with_dir.iter().map(String::as_str).collect();
+        Self::launch(dir, &refs)
+    }
+
+    fn launch(dir: PathBuf, args: &[&str]) -> Redis {
         let socket = dir.join("redis.sock");
         let _ = std::fs::remove_file(&socket);
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                "0",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--unixsocket",
-            ])
+            .args(["--port", "0"])
+            .args(args)
+            .arg("--unixsocket")
             .arg(&socket)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -466,4 +496,12 @@ fn next_id() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     NEXT.fetch_add(1, Ordering::SeqCst)
+}
+
+/// A TCP port that was free a moment ago (for processes that must keep a fixed port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding a free port")
 }
