@@ -11,6 +11,7 @@ pub mod config;
 pub mod context;
 pub mod http;
 pub mod inference;
+pub mod lifecycle;
 pub mod metrics;
 pub mod model;
 pub mod server;

@@ -64,11 +64,12 @@ pub fn build_app(config: Config) -> Arc<App> {
         metrics: Metrics::default(),
         sessions,
         speaker,
+        lifecycle: Default::default(),
     })
 }
 
-/// Serves `app` on `listener` until `shutdown` completes, then lets in-flight requests
-/// finish for at most `drain` (the platform kills the process not long after SIGTERM; a
+/// Serves `app` on `listener` until `shutdown` completes, then drains: new API requests get
+/// 503, requests in flight finish for at most `drain` (the platform kills the process not long after SIGTERM; a
 /// clean exit 0 within its grace period is what the Functions host and orchestrators expect).
 pub async fn run(
     listener: TcpListener,
@@ -76,16 +77,21 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: std::time::Duration,
 ) {
-    let (stopping, mut stop) = tokio::sync::watch::channel(false);
-    let mut deadline = stop.clone();
+    let (stopping, mut deadline) = tokio::sync::watch::channel(false);
+    let (closing, mut close) = tokio::sync::watch::channel(false);
+    let draining = Arc::clone(&app);
     tokio::spawn(async move {
         shutdown.await;
+        // Refuse new API requests (503), then close the listener once the last one is done.
+        draining.lifecycle.drain();
         let _ = stopping.send(true);
+        draining.lifecycle.idle().await;
+        let _ = closing.send(true);
     });
     let server = warp::serve(http::routes(app))
         .incoming(listener)
         .graceful(async move {
-            let _ = stop.wait_for(|s| *s).await;
+            let _ = close.wait_for(|s| *s).await;
         })
         .run();
     tokio::select! {

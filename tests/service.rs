@@ -748,7 +748,7 @@ fn long_request_in_flight(server: &Server) -> std::thread::JoinHandle<Option<u16
             .ok()
             .map(|r| r.status().as_u16())
     });
-    while server.get_json("/api/status")["in_flight"] == 0 {
+    while server.get_json("/api/status")["inference"]["in_flight"] == 0 {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     request
@@ -758,7 +758,26 @@ fn long_request_in_flight(server: &Server) -> std::thread::JoinHandle<Option<u16
 fn sigterm_lets_requests_in_flight_finish_within_the_drain_deadline_then_exits_0() {
     let mut server = Server::start(&[("PREPIS_SHUTDOWN_SECONDS", "120")]);
     let request = long_request_in_flight(&server);
-    let status = server.terminate();
+    server.signal_term();
+    server.wait_for_event(|e| e["event"] == "shutdown_requested");
+    // Draining: not ready, new requests refused with 503 + Retry-After (another instance
+    // takes them), the one in flight goes on.
+    let status = server.get_json("/api/status");
+    assert_eq!(
+        (status["ready"].clone(), status["draining"].clone()),
+        (false.into(), true.into())
+    );
+    let refused = client()
+        .post(server.url("/api/transcribe"))
+        .header("Content-Type", "audio/pcm;rate=16000")
+        .body(vec![0u8; 32_000])
+        .send()
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let body: serde_json::Value = refused.json().unwrap();
+    assert_eq!(body["error"]["code"], "shutting_down");
+    let status = server.wait_exit();
     assert!(status.success(), "SIGTERM must exit 0, got {status:?}");
     assert_eq!(
         request.join().unwrap(),

@@ -60,6 +60,17 @@ impl ApiError {
         )
     }
 
+    /// The instance is draining after SIGTERM; another instance (or this one's successor)
+    /// takes the request.
+    pub fn shutting_down() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "this instance is shutting down; retry the same request (it may reach another instance)",
+        )
+        .retry_after(1)
+    }
+
     /// The JSON body `{"error": {"code", "message"}}`.
     pub fn to_json(&self) -> String {
         serde_json::to_string(&Envelope {

@@ -49,6 +49,8 @@ pub struct App {
     pub sessions: Option<crate::context::sessions::SessionStore>,
     /// The speaker encoder (`None`: speaker labels are off; `Err`: it failed to load).
     pub speaker: Option<Result<Arc<crate::speaker::SpeakerEncoder>, String>>,
+    /// Draining after SIGTERM, and the API requests in flight.
+    pub lifecycle: crate::lifecycle::Lifecycle,
 }
 
 /// The metadata of one incoming request that handlers use.
@@ -152,7 +154,19 @@ where
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             response
         }
+        (&Method::POST | &Method::GET | &Method::DELETE, "/api/transcribe" | "/transcribe")
+            if app.lifecycle.draining() =>
+        {
+            let mut response = error_response(&ApiError::shutting_down(), path == "/transcribe");
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
         (&Method::POST, "/api/transcribe" | "/transcribe") => {
+            let Some(_active) = app.lifecycle.begin() else {
+                return error_response(&ApiError::shutting_down(), path == "/transcribe");
+            };
             let limit = envelope_limit(app.config.max_body_bytes);
             let body = match read_body(body, incoming.content_length, limit).await {
                 Ok(b) => b,
@@ -168,6 +182,9 @@ where
             }
         }
         (&Method::GET | &Method::DELETE, "/api/transcribe" | "/transcribe") => {
+            let Some(_active) = app.lifecycle.begin() else {
+                return error_response(&ApiError::shutting_down(), false);
+            };
             sessions::session_request(app, &incoming).await
         }
         (_, "/api/transcribe" | "/transcribe" | "/api/status" | "/status") => {

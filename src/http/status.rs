@@ -6,7 +6,12 @@ use super::{round3, App};
 
 /// The readiness probe body: the host only needs an answer; `ready` is informative.
 pub fn probe(app: &App) -> String {
-    json!({"service": "prepis", "ready": app.inference.status().ready}).to_string()
+    json!({"service": "prepis", "ready": ready(app)}).to_string()
+}
+
+/// Requests can be served: the model is loaded and the instance is not shutting down.
+fn ready(app: &App) -> bool {
+    app.inference.status().ready && !app.lifecycle.draining()
 }
 
 /// The status report.
@@ -19,7 +24,8 @@ pub fn report(app: &App) -> Value {
         "version": env!("CARGO_PKG_VERSION"),
         "mode": "stateless",
         "replica_friendly": true,
-        "ready": model.ready,
+        "ready": model.ready && !app.lifecycle.draining(),
+        "draining": app.lifecycle.draining(),
         "endpoints": ["POST /api/transcribe", "GET /api/status"],
         "model": {
             "name": model.info.as_ref().map_or(app.config.model.as_str(), |i| i.name.as_str()),
