@@ -69,6 +69,9 @@ pub struct Config {
     pub api_key: Option<crate::http::ApiKey>,
     /// `PREPIS_SHUTDOWN_SECONDS`: after SIGTERM, how long in-flight requests may finish.
     pub shutdown_drain_seconds: f64,
+    /// `PREPIS_BODY_TIMEOUT_SECONDS`: longest a request body may take to arrive (408 beyond),
+    /// so that a client that stops sending mid-body cannot hold a connection forever.
+    pub body_timeout_seconds: f64,
     /// `PREPIS_LOG`: tracing filter (`info`, `debug`, `prepis=debug,warp=info`, …).
     pub log_filter: String,
 }
@@ -130,6 +133,14 @@ impl Config {
                 name: "PREPIS_SHUTDOWN_SECONDS",
                 value: shutdown_drain_seconds.to_string(),
                 reason: "must be between 0 and 3600".into(),
+            });
+        }
+        let body_timeout_seconds: f64 = number(&get, "PREPIS_BODY_TIMEOUT_SECONDS", 60.0)?;
+        if !(0.1..=3600.0).contains(&body_timeout_seconds) {
+            return Err(ConfigError {
+                name: "PREPIS_BODY_TIMEOUT_SECONDS",
+                value: body_timeout_seconds.to_string(),
+                reason: "must be between 0.1 and 3600".into(),
             });
         }
         let min_window_seconds: f64 = number(&get, "PREPIS_MIN_WINDOW_SECONDS", 10.0)?;
@@ -283,6 +294,7 @@ impl Config {
                 .filter(|_| !under_functions_host)
                 .map(|k| crate::http::ApiKey::new(k.trim())),
             shutdown_drain_seconds,
+            body_timeout_seconds,
             log_filter: get("PREPIS_LOG").unwrap_or_else(|| "info,whisper_rs=warn".to_string()),
         })
     }

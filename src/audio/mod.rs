@@ -263,26 +263,45 @@ fn check_layout(rate: u32, channels: usize) -> Result<(), AudioError> {
     Ok(())
 }
 
-/// Averages interleaved frames into one channel, replacing non-finite samples by silence.
-fn downmix(interleaved: &[f32], channels: usize, non_finite: &mut usize) -> Vec<f32> {
+/// Averages interleaved frames into one channel, clipping samples to [-1, 1]. A few NaN or
+/// infinite samples become silence (with a warning); more than 1 % of them means the audio
+/// is corrupt, and it is refused.
+fn downmix(
+    interleaved: &[f32],
+    channels: usize,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<f32>, AudioError> {
     let scale = 1.0 / channels as f32;
-    interleaved
+    let mut non_finite = 0usize;
+    let mono = interleaved
         .chunks_exact(channels)
         .map(|frame| {
             frame
                 .iter()
                 .map(|s| {
                     if s.is_finite() {
-                        *s
+                        s.clamp(-1.0, 1.0)
                     } else {
-                        *non_finite += 1;
+                        non_finite += 1;
                         0.0
                     }
                 })
                 .sum::<f32>()
                 * scale
         })
-        .collect()
+        .collect();
+    if non_finite.saturating_mul(100) > interleaved.len() {
+        return Err(AudioError::Undecodable(format!(
+            "{non_finite} of {} samples are NaN or infinite: the audio is corrupt",
+            interleaved.len()
+        )));
+    }
+    if non_finite > 0 {
+        warnings.push(format!(
+            "{non_finite} non-finite samples were replaced by silence"
+        ));
+    }
+    Ok(mono)
 }
 
 /// A parsed `Content-Type`: lower-cased essence and parameters.
@@ -397,10 +416,16 @@ mod tests {
     }
 
     #[test]
-    fn downmix_averages_and_silences_non_finite() {
-        let mut bad = 0;
-        let mono = downmix(&[0.5, -0.5, 1.0, f32::NAN, 0.2, 0.4], 2, &mut bad);
-        assert_eq!(mono, vec![0.0, 0.5, 0.3]);
-        assert_eq!(bad, 1);
+    fn downmix_averages_clips_and_silences_a_few_non_finite_samples() {
+        let mut warnings = Vec::new();
+        let mut frames = vec![0.5, -0.5, 1.0, f32::NAN, 0.2, 0.4, 1e30, -3.0];
+        frames.extend(std::iter::repeat_n(0.0, 200));
+        let mono = downmix(&frames, 2, &mut warnings).unwrap();
+        assert_eq!(mono[..4], [0.0, 0.5, 0.3, 0.0]);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+
+        let corrupt = [f32::NAN, f32::INFINITY, 0.1, 0.2];
+        let e = downmix(&corrupt, 1, &mut Vec::new()).unwrap_err();
+        assert!(e.to_string().contains("2 of 4 samples"), "{e}");
     }
 }

@@ -116,13 +116,7 @@ pub fn decode(
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect(),
     };
-    let mut non_finite = 0;
-    let mono = downmix(&interleaved, format.channels, &mut non_finite);
-    if non_finite > 0 {
-        warnings.push(format!(
-            "{non_finite} non-finite samples were replaced by silence"
-        ));
-    }
+    let mono = downmix(&interleaved, format.channels, &mut warnings)?;
     Ok((mono, warnings))
 }
 
@@ -164,13 +158,21 @@ mod tests {
         );
         let stereo = format_of("audio/pcm;rate=48000;channels=2;encoding=f32le");
         let mut bytes = Vec::new();
-        for v in [0.5f32, 0.25, f32::INFINITY, 0.0] {
+        let mut samples = vec![0.5f32, 0.25, f32::INFINITY, 0.0];
+        samples.extend(std::iter::repeat_n(0.0, 200));
+        for v in &samples {
             bytes.extend_from_slice(&v.to_le_bytes());
         }
         bytes.push(7);
         let (mono, warnings) = decode(&bytes, &stereo, LIMITS).unwrap();
-        assert_eq!(mono, vec![0.375, 0.0]);
+        assert_eq!(mono[..2], [0.375, 0.0]);
         assert_eq!(warnings.len(), 2, "{warnings:?}");
+        // Mostly NaN: corrupt, refused.
+        let nan: Vec<u8> = [f32::NAN; 64]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        assert!(decode(&nan, &stereo, LIMITS).is_err());
     }
 
     #[test]

@@ -352,13 +352,7 @@ fn decode_checked(
             "no audio could be decoded from the {name} data ({why})"
         )));
     }
-    let mut non_finite = 0;
-    let mono = downmix(&interleaved, channels, &mut non_finite);
-    if non_finite > 0 {
-        warnings.push(format!(
-            "{non_finite} non-finite samples were replaced by silence"
-        ));
-    }
+    let mono = downmix(&interleaved, channels, &mut warnings)?;
     Ok(RawAudio {
         mono,
         rate,

@@ -71,6 +71,18 @@ impl ApiError {
         .retry_after(1)
     }
 
+    /// The request body did not arrive in time.
+    pub fn body_timeout(timeout: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the request body did not arrive within {} s (PREPIS_BODY_TIMEOUT_SECONDS)",
+                timeout.as_secs_f64()
+            ),
+        )
+    }
+
     /// The JSON body `{"error": {"code", "message"}}`.
     pub fn to_json(&self) -> String {
         serde_json::to_string(&Envelope {

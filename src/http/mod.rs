@@ -107,7 +107,10 @@ pub fn routes(app: Arc<App>) -> warp::filters::BoxedFilter<(Response,)> {
                                     .take(64)
                                     .collect()
                             }),
-                        context: text(header::HeaderName::from_static("x-prepis-context")),
+                        // Not ASCII: passed on as it is, and refused as a malformed token.
+                        context: headers
+                            .get("x-prepis-context")
+                            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
                         accept: text(header::ACCEPT),
                         admitted: app
                             .config
@@ -168,7 +171,8 @@ where
                 return error_response(&ApiError::shutting_down(), path == "/transcribe");
             };
             let limit = envelope_limit(app.config.max_body_bytes);
-            let body = match read_body(body, incoming.content_length, limit).await {
+            let timeout = std::time::Duration::from_secs_f64(app.config.body_timeout_seconds);
+            let body = match read_body(body, incoming.content_length, limit, timeout).await {
                 Ok(b) => b,
                 Err(e) => {
                     app.metrics.record_failure();
@@ -213,19 +217,34 @@ fn envelope_limit(max_body_bytes: usize) -> usize {
         .saturating_add(64 * 1024)
 }
 
-/// Reads the whole body, refusing it as soon as it passes `limit` bytes.
-async fn read_body<S, B>(body: S, declared: Option<usize>, limit: usize) -> Result<Bytes, ApiError>
+/// Reads the whole body, refusing it as soon as it passes `limit` bytes, or when it has not
+/// arrived within `timeout` (408).
+async fn read_body<S, B>(
+    body: S,
+    declared: Option<usize>,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf,
 {
     let mut body = std::pin::pin!(body);
+    // A refused body is read and dropped for a moment, so that the client, still sending,
+    // gets to read the 413 instead of a broken pipe.
+    let drain_for = timeout.min(std::time::Duration::from_secs(5));
     if declared.is_some_and(|n| n > limit) {
-        drain(body, limit).await;
+        let _ = tokio::time::timeout(drain_for, drain(body, limit)).await;
         return Err(ApiError::body_too_large(limit));
     }
+    let deadline = tokio::time::Instant::now() + timeout;
     let mut buffer = BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
-    while let Some(chunk) = body.next().await {
+    loop {
+        let next = match tokio::time::timeout_at(deadline, body.next()).await {
+            Ok(next) => next,
+            Err(_) => return Err(ApiError::body_timeout(timeout)),
+        };
+        let Some(chunk) = next else { break };
         let mut chunk = chunk.map_err(|_| {
             ApiError::bad_request(
                 "body_read_failed",
@@ -233,7 +252,7 @@ where
             )
         })?;
         if buffer.len() + chunk.remaining() > limit {
-            drain(body, limit).await;
+            let _ = tokio::time::timeout(drain_for, drain(body, limit)).await;
             return Err(ApiError::body_too_large(limit));
         }
         while chunk.has_remaining() {
@@ -246,8 +265,7 @@ where
     Ok(buffer.freeze())
 }
 
-/// Reads and drops the rest of a refused body (up to 4 × `limit`), so that the client,
-/// still sending, gets to read the 413 instead of a broken pipe.
+/// Reads and drops the rest of a refused body (up to 4 × `limit`).
 async fn drain<S, B>(mut body: std::pin::Pin<&mut S>, limit: usize)
 where
     S: Stream<Item = Result<B, warp::Error>> + Send,

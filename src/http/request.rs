@@ -315,7 +315,7 @@ fn parse_speakers(name: &str, text: &str) -> Result<u32, ApiError> {
 }
 
 fn parse_seq(text: &str) -> Result<u64, ApiError> {
-    text.trim().parse().map_err(|_| {
+    text.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
         ApiError::bad_request(
             "invalid_parameter",
             format!("seq={text:?}: a chunk number from 1"),

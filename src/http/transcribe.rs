@@ -167,6 +167,12 @@ async fn handle(
         return Err(ApiError::body_too_large(app.config.max_body_bytes));
     }
     let request = parse_transcribe(content_type, query, body).await?;
+    if request.seq == Some(0) {
+        return Err(ApiError::bad_request(
+            "invalid_parameter",
+            "seq=0: chunks are numbered from 1",
+        ));
+    }
     let language = requested_language(app, request.language.as_deref())?;
     let context = request
         .context
@@ -370,6 +376,10 @@ async fn handle(
             .ok()
         })
         .collect();
+    // A whole request (or stream) that ends without a single word says so.
+    let nothing_heard = (last && results.is_empty() && state.committed_until_ms == 0).then(|| {
+        "no speech was recognised in the audio (silence, noise, or not speech)".to_string()
+    });
     let response = TranscribeResponse {
         results,
         text,
@@ -387,7 +397,12 @@ async fn handle(
         processing_ms,
         speaker_ms: outcome.speaker_ms,
         model,
-        warnings: audio.warnings.into_iter().chain(speaker_warning).collect(),
+        warnings: audio
+            .warnings
+            .into_iter()
+            .chain(speaker_warning)
+            .chain(nothing_heard)
+            .collect(),
     };
     let body = serde_json::to_string(&response).unwrap_or_default();
 
