@@ -31,7 +31,8 @@ use warp::Filter;
 
 pub use auth::ApiKey;
 pub use error::ApiError;
-pub use request::{QueryOptions, TranscribeRequest, AUDIO_FIELD};
+pub use payload::parse as parse_envelope;
+pub use request::{parse_transcribe, QueryOptions, TranscribeRequest, AUDIO_FIELD};
 
 use crate::config::Config;
 use crate::inference::Inference;
