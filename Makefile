@@ -10,7 +10,7 @@ export HANDLER
 # whisper.cpp's bindings are pre-generated in whisper-rs-sys; skip libclang.
 export WHISPER_DONT_GENERATE_BINDINGS := 1
 
-.PHONY: run test test-browser model build deps test-deps lint bench handler clean
+.PHONY: run test test-browser model build deps test-deps lint audit bench handler clean
 
 ## Fetch the model if needed, then serve on $(PORT).
 run: build model
@@ -48,6 +48,18 @@ test-deps:
 lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
+
+## Dependency policy with cargo-deny (deny.toml): licences, bans, sources; and RustSec
+## advisories where github.com/rustsec/advisory-db can be fetched (not in our CI: offline).
+DENY_VERSION := 0.20.2
+DENY := $(or $(PREPIS_CACHE),$(HOME)/.cache/prepis)/tools/bin/cargo-deny
+audit:
+	@[ -x $(DENY) ] && $(DENY) --version | grep -q $(DENY_VERSION) || \
+	  $(CARGO) install cargo-deny --locked --version $(DENY_VERSION) --root $(dir $(patsubst %/,%,$(dir $(DENY))))
+	$(DENY) --offline --log-level error check licenses bans sources
+	@if timeout 20 git ls-remote https://github.com/rustsec/advisory-db HEAD >/dev/null 2>&1; then \
+	  $(DENY) check advisories; \
+	else echo "audit: RustSec advisory database unreachable from here; advisories not checked"; fi
 
 ## Latency/RTF/RSS against faster-whisper on the same audio and machine (see bench/README.md).
 bench: build
