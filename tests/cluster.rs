@@ -202,21 +202,18 @@ impl Cluster {
 
     /// Kills instance `i` with SIGKILL once it is running a chunk, then starts it again.
     fn kill_busy_instance_and_restart(&mut self, i: usize) {
+        // Busy: its last log event is a chunk starting inference (one worker per instance).
         let busy = |server: &Server| {
             let events = server.log_events();
-            let started = events
+            let last_start = events
                 .iter()
-                .filter(|e| e["event"] == "inference_started")
-                .count();
-            let ended = events
-                .iter()
-                .filter(|e| {
-                    e["event"] == "transcribed"
-                        || e["event"] == "transcribe_failed"
-                        || e["event"] == "transcribe_rejected"
-                })
-                .count();
-            started > ended
+                .rposition(|e| e["event"] == "inference_started");
+            let last_end = events.iter().rposition(|e| {
+                e["event"] == "transcribed"
+                    || e["event"] == "transcribe_failed"
+                    || e["event"] == "transcribe_rejected"
+            });
+            last_start > last_end
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !busy(&self.instances[i]) {
