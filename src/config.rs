@@ -69,9 +69,10 @@ pub struct Config {
     pub api_key: Option<crate::http::ApiKey>,
     /// `PREPIS_SHUTDOWN_SECONDS`: after SIGTERM, how long in-flight requests may finish.
     pub shutdown_drain_seconds: f64,
-    /// `PREPIS_BODY_TIMEOUT_SECONDS`: longest a request body may take to arrive (408 beyond),
-    /// so that a client that stops sending mid-body cannot hold a connection forever.
-    pub body_timeout_seconds: f64,
+    /// `PREPIS_READ_TIMEOUT_SECONDS`: longest a request's headers, and then its body, may take
+    /// to arrive (408 / connection closed beyond), so that a client that stalls cannot hold a
+    /// connection forever.
+    pub read_timeout_seconds: f64,
     /// `PREPIS_LOG`: tracing filter (`info`, `debug`, `prepis=debug,warp=info`, …).
     pub log_filter: String,
 }
@@ -135,11 +136,11 @@ impl Config {
                 reason: "must be between 0 and 3600".into(),
             });
         }
-        let body_timeout_seconds: f64 = number(&get, "PREPIS_BODY_TIMEOUT_SECONDS", 60.0)?;
-        if !(0.1..=3600.0).contains(&body_timeout_seconds) {
+        let read_timeout_seconds: f64 = number(&get, "PREPIS_READ_TIMEOUT_SECONDS", 60.0)?;
+        if !(0.1..=3600.0).contains(&read_timeout_seconds) {
             return Err(ConfigError {
-                name: "PREPIS_BODY_TIMEOUT_SECONDS",
-                value: body_timeout_seconds.to_string(),
+                name: "PREPIS_READ_TIMEOUT_SECONDS",
+                value: read_timeout_seconds.to_string(),
                 reason: "must be between 0.1 and 3600".into(),
             });
         }
@@ -294,7 +295,7 @@ impl Config {
                 .filter(|_| !under_functions_host)
                 .map(|k| crate::http::ApiKey::new(k.trim())),
             shutdown_drain_seconds,
-            body_timeout_seconds,
+            read_timeout_seconds,
             log_filter: get("PREPIS_LOG").unwrap_or_else(|| "info,whisper_rs=warn".to_string()),
         })
     }

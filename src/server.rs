@@ -88,12 +88,10 @@ pub async fn run(
         draining.lifecycle.idle().await;
         let _ = closing.send(true);
     });
-    let server = warp::serve(http::routes(app))
-        .incoming(listener)
-        .graceful(async move {
-            let _ = close.wait_for(|s| *s).await;
-        })
-        .run();
+    let header_timeout = std::time::Duration::from_secs_f64(app.config.read_timeout_seconds);
+    let server = serve(listener, http::routes(app), header_timeout, async move {
+        let _ = close.wait_for(|s| *s).await;
+    });
     tokio::select! {
         _ = server => {}
         _ = async {
@@ -103,4 +101,48 @@ pub async fn run(
             tracing::warn!(event = "shutdown_deadline", drain_seconds = drain.as_secs_f64(), message = "requests still in flight at the drain deadline were cut off");
         }
     }
+}
+
+/// warp's filter on hyper's HTTP/1 + HTTP/2 connections (what `warp::serve` does, plus a
+/// header read timeout: a client that trickles its headers cannot hold a connection), until
+/// `close`; then the listener closes and open connections finish.
+async fn serve(
+    listener: TcpListener,
+    routes: warp::filters::BoxedFilter<(warp::reply::Response,)>,
+    header_timeout: std::time::Duration,
+    close: impl Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut close = std::pin::pin!(close);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::error!(event = "accept_failed", error = %e);
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    continue;
+                }
+            },
+            _ = &mut close => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(warp::service(routes.clone()));
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout);
+            let connection = watcher
+                .watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service));
+            if let Err(e) = connection.await {
+                tracing::debug!(event = "connection_error", error = %e);
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }

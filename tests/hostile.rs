@@ -355,6 +355,21 @@ fn corpus(token: &str) -> Vec<Case> {
     ));
     cases.push(case("NUL in content type", raw("POST /api/transcribe HTTP/1.1\r\nHost: x\r\nContent-Type: audio/w\0av\r\nContent-Length: 0\r\n\r\n", b""), Expect::StatusOrClosed(BAD_REQUEST)));
 
+    // Slow clients: headers that never finish (closed after PREPIS_READ_TIMEOUT_SECONDS).
+    for (name, text) in [
+        ("half a request line", "POST /api/trans"),
+        (
+            "headers that never end",
+            "POST /api/transcribe HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\n",
+        ),
+    ] {
+        cases.push(case(
+            format!("stalled: {name}"),
+            raw(text, b""),
+            Expect::StatusOrClosed(&[408]),
+        ));
+    }
+
     // Declared lengths and framing.
     for cl in [
         "1000000000000",
@@ -909,7 +924,7 @@ fn hostile_requests_get_clear_4xx_errors_and_the_service_lives_on() {
     let mut server = Server::start(&[
         ("PREPIS_MODEL", "tiny.en"),
         ("PREPIS_MAX_AUDIO_SECONDS", "300"),
-        ("PREPIS_BODY_TIMEOUT_SECONDS", "2"),
+        ("PREPIS_READ_TIMEOUT_SECONDS", "2"),
     ]);
     // A real token to damage: the first chunk of a stream.
     let speech = speech();

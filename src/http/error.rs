@@ -77,7 +77,7 @@ impl ApiError {
             StatusCode::REQUEST_TIMEOUT,
             "body_timeout",
             format!(
-                "the request body did not arrive within {} s (PREPIS_BODY_TIMEOUT_SECONDS)",
+                "the request body did not arrive within {} s (PREPIS_READ_TIMEOUT_SECONDS)",
                 timeout.as_secs_f64()
             ),
         )

@@ -172,7 +172,7 @@ where
                 return error_response(&ApiError::shutting_down(), path == "/transcribe");
             };
             let limit = envelope_limit(app.config.max_body_bytes);
-            let timeout = std::time::Duration::from_secs_f64(app.config.body_timeout_seconds);
+            let timeout = std::time::Duration::from_secs_f64(app.config.read_timeout_seconds);
             let body = match read_body(body, incoming.content_length, limit, timeout).await {
                 Ok(b) => b,
                 Err(e) => {
