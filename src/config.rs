@@ -125,7 +125,9 @@ impl Config {
             "PREPIS_WORKERS",
             (cores / threads_per_inference.max(1)).max(1),
         )?;
-        let queue: usize = number(&get, "PREPIS_QUEUE", workers * 2)?;
+        // No waiting room by default: under overload a chunk is refused in milliseconds rather
+        // than queued behind others (bench/results/overload.md); the client sends its audio again.
+        let queue: usize = number(&get, "PREPIS_QUEUE", 0)?;
         let max_body_bytes: usize = number(&get, "PREPIS_MAX_BODY_BYTES", 25 * 1024 * 1024)?;
         let max_audio_seconds: f64 = number(&get, "PREPIS_MAX_AUDIO_SECONDS", 300.0)?;
         let shutdown_drain_seconds: f64 = number(&get, "PREPIS_SHUTDOWN_SECONDS", 20.0)?;

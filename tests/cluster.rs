@@ -163,6 +163,8 @@ impl Cluster {
             ("PREPIS_MODEL".to_string(), "tiny.en".to_string()),
             ("PREPIS_THREADS".into(), "1".into()),
             ("PREPIS_WORKERS".into(), "1".into()),
+            // Three streams on one instance for the reference run: let them wait their turn.
+            ("PREPIS_QUEUE".into(), "2".into()),
             (
                 "PREPIS_CONTEXT_KEY".into(),
                 "Y2x1c3Rlci10ZXN0LXNoYXJlZC1rZXktMDEyMzQ1Njc=".into(),
