@@ -88,6 +88,24 @@ def sphinx_set(folder, transcripts):
     return items
 
 
+def sphinx_speech():
+    """LibriVox + cards (59 s of real speech) as one 16 kHz s16le buffer."""
+    pcm = b""
+    for path, _ in sphinx_set("librivox", "transcription") + sphinx_set("cards", "cards.transcription"):
+        rate, data = read_wav(path)
+        assert rate == 16000
+        pcm += data
+    return pcm
+
+
+def rss_mb(pid):
+    """Resident memory of a process now, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def latency_workload():
     """(name, wav bytes, reference text or None) for the three sizes."""
     librivox = sphinx_set("librivox", "transcription")

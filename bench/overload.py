@@ -26,27 +26,13 @@ from pathlib import Path
 import sys
 
 sys.path.insert(0, str(Path(__file__).parent))
-from compare import Handler, read_wav, sphinx_set, pct  # noqa: E402
+from compare import Handler, pct, rss_mb, sphinx_speech  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 CHUNK = 2.0
 STEP = int(CHUNK * 16000) * 2
 
 
-def speech():
-    pcm = b""
-    for path, _ in sphinx_set("librivox", "transcription") + sphinx_set("cards", "cards.transcription"):
-        rate, data = read_wav(path)
-        assert rate == 16000
-        pcm += data
-    return pcm
-
-
-def rss_mb(pid):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 class Stream:
@@ -148,7 +134,7 @@ def main():
     parser.add_argument("--seconds", type=float, default=45)
     parser.add_argument("--queue", help="PREPIS_QUEUE for the handler (default: its own)")
     args = parser.parse_args()
-    audio = speech()
+    audio = sphinx_speech()
     cores = os.cpu_count()
     env = {"PREPIS_MODEL": args.model}
     if args.queue is not None:

@@ -20,25 +20,11 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from compare import Handler, read_wav, sphinx_set, pct  # noqa: E402
+from compare import Handler, pct, rss_mb, sphinx_speech  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 
 
-def speech_loop():
-    pcm = b""
-    for path, _ in sphinx_set("librivox", "transcription") + sphinx_set("cards", "cards.transcription"):
-        rate, data = read_wav(path)
-        assert rate == 16000
-        pcm += data
-    return pcm + b"\0\0" * 16000
-
-
-def rss_mb(pid):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def post(handler, body, context):
@@ -67,7 +53,7 @@ def main():
     parser.add_argument("--window", type=float, default=10, help="minutes per table row")
     args = parser.parse_args()
 
-    loop = speech_loop()
+    loop = sphinx_speech() + b"\0\0" * 16000  # 1 s of silence between loops
     step = int(args.chunk * 16000) * 2
     handler = Handler({"PREPIS_MODEL": args.model})
     RESULTS.mkdir(exist_ok=True)

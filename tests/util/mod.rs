@@ -429,10 +429,14 @@ pub struct Redis {
 
 impl Redis {
     pub fn start() -> Redis {
+        Self::start_in(Self::fresh_dir())
+    }
+
+    fn fresh_dir() -> PathBuf {
         let dir =
             std::env::temp_dir().join(format!("prepis-redis-{}-{}", std::process::id(), next_id()));
         std::fs::create_dir_all(&dir).unwrap();
-        Self::start_in(dir)
+        dir
     }
 
     /// Starts (or restarts) a server on the same socket, keeping nothing on disk.
@@ -443,10 +447,7 @@ impl Redis {
     /// A server that keeps its data across a restart (append-only file, fsync on every
     /// write), as a production Redis would.
     pub fn start_persistent() -> Redis {
-        let dir =
-            std::env::temp_dir().join(format!("prepis-redis-{}-{}", std::process::id(), next_id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self::start_persistent_in(dir)
+        Self::start_persistent_in(Self::fresh_dir())
     }
 
     /// Restarts a persistent server on its directory and socket.
