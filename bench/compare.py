@@ -14,6 +14,7 @@ faster-whisper), BENCH_THREADS (default 2), BENCH_ROUNDS (default 10).
 Speech: Debian pocketsphinx-testdata and asterisk-core-sounds-en-wav.
 """
 
+import concurrent.futures
 import io
 import json
 import os
@@ -22,6 +23,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -155,8 +157,17 @@ class Handler:
             if event.get("event") == "listening":
                 self.port = event["port"]
                 break
-        # Keep draining the log so that the handler never blocks on a full pipe.
-        threading.Thread(target=lambda: [None for _ in self.proc.stdout], daemon=True).start()
+        # Keep draining the log so that the handler never blocks on a full pipe; the
+        # benchmark reads the `window` events (debug) from it.
+        self.windows = []
+
+        def drain():
+            for line in self.proc.stdout:
+                if '"window"' in line:
+                    event = json.loads(line)
+                    if event.get("event") == "window":
+                        self.windows.append(event)
+        threading.Thread(target=drain, daemon=True).start()
         while True:
             status = json.load(urllib.request.urlopen(self.url("/api/status")))
             if status["ready"]:
@@ -310,7 +321,6 @@ def stream_workloads():
 
 
 def stream_bench():
-    import tempfile
     handler = Handler({"PREPIS_THREADS": str(THREADS), "PREPIS_WORKERS": "1", "PREPIS_LANGUAGE": "en"})
     lines = [f"Streaming at 2 s chunks with `handler stream` (context token mode), Whisper base, "
              f"{THREADS} threads, one worker. Lag = end of the chunk whose response first returns a "
@@ -320,12 +330,7 @@ def stream_bench():
     for name, pcm, reference in stream_workloads():
         rate, data = pcm if isinstance(pcm, tuple) else (16000, pcm)
         seconds = len(data) / 2 / rate
-        with tempfile.NamedTemporaryFile(suffix=".wav") as f:
-            f.write(wav_bytes(rate, data))
-            f.flush()
-            out = subprocess.run([HANDLER, "stream", f.name, "--url", handler.url(""), "--chunk", "2",
-                                  "--language", "en", "--format", "json"], check=True, capture_output=True, text=True)
-        replies = [json.loads(l) for l in out.stdout.splitlines()]
+        replies = stream_file(handler, rate, data)
         streamed = " ".join(r["text"] for r in replies if r["text"])
         lags, procs, tokens = [], [], []
         for i, r in enumerate(replies):
@@ -344,6 +349,126 @@ def stream_bench():
     report("stream", lines)
 
 
+def stream_file(handler, rate, data, realtime=False):
+    """Streams PCM through `handler stream` (token mode, 2 s chunks); the JSON replies."""
+    with tempfile.NamedTemporaryFile(suffix=".wav") as f:
+        f.write(wav_bytes(rate, data))
+        f.flush()
+        args = [HANDLER, "stream", f.name, "--url", handler.url(""), "--chunk", "2", "--language", "en",
+                "--format", "json"] + (["--realtime"] if realtime else [])
+        out = subprocess.run(args, check=True, capture_output=True, text=True)
+    return [json.loads(l) for l in out.stdout.splitlines()]
+
+
+def live():
+    """The live workload: every window Whisper heard in a 2 s-chunk stream (tail + new audio),
+    timed in prepis, then the same windows through faster-whisper; throughput of both with two
+    single-threaded workers; concurrent real-time streams."""
+    name, pcm, reference = stream_workloads()[0]
+    env = {"PREPIS_THREADS": str(THREADS), "PREPIS_WORKERS": "1", "PREPIS_LANGUAGE": "en",
+           "PREPIS_LOG": "info,whisper_rs=warn,prepis::stream=debug"}
+    handler = Handler(env)
+    replies = stream_file(handler, 16000, pcm)
+    handler.stop()
+    windows = [(w["start_ms"], w["end_ms"]) for w in handler.windows]
+    whisper_ms = [w["whisper_ms"] for w in handler.windows]
+    proc_ms = [r["processing_ms"] for r in replies if r.get("processing_ms") is not None]
+    streamed = " ".join(r["text"] for r in replies if r["text"])
+    lengths = [(b - a) / 1000 for a, b in windows]
+
+    # Throughput: two streams at once, as fast as answers come, two workers of one thread.
+    handler = Handler(dict(env, PREPIS_THREADS="1", PREPIS_WORKERS="2"))
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda _: stream_file(handler, 16000, pcm), range(2)))
+    prepis_rate = len(handler.windows) / (time.perf_counter() - start)
+    rss = handler.peak_rss_mb()
+    handler.stop()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "pcm").write_bytes(pcm)
+        (Path(tmp) / "windows.json").write_text(json.dumps(windows))
+        fw_python = os.environ.get("FW_PYTHON", sys.executable)
+        out = subprocess.run([fw_python, __file__, "fw-windows", tmp], check=True, capture_output=True,
+                             text=True, env=dict(os.environ, PREPIS_MODEL_DIR=str(MODEL_DIR)))
+    fw = json.loads(out.stdout.strip().splitlines()[-1])
+
+    # Concurrent real-time streams: how many one instance carries with p95 <= 1 s.
+    concurrency = []
+    for n in [int(v) for v in os.environ.get("BENCH_STREAMS", "1 2 3").split()]:
+        handler = Handler({"PREPIS_LANGUAGE": "en"})
+        with concurrent.futures.ThreadPoolExecutor(n) as pool:
+            runs = list(pool.map(lambda _: stream_file(handler, 16000, pcm, realtime=True), range(n)))
+        handler.stop()
+        times = [r["processing_ms"] for run in runs for r in run if r.get("processing_ms") is not None]
+        concurrency.append((n, pct(times, .5), pct(times, .95)))
+
+    ratio = pct(proc_ms, .5) / (pct(fw["times"], .5) * 1000)
+    lines = [
+        f"{name}: the {len(windows)} windows Whisper heard while streaming it at 2 s chunks "
+        f"(token mode; window = unconfirmed tail + new audio, {min(lengths):.1f}-{max(lengths):.1f} s, "
+        f"p50 {pct(lengths, .5):.1f} s), Whisper base, {THREADS} threads, {os.cpu_count()} cores; "
+        "faster-whisper 1.2.1 int8 (same CTranslate2 weights, greedy, word timestamps, no VAD, no prompt) "
+        "on exactly the same windows, in the same run.",
+        "",
+        "| per request | p50 ms | p95 ms |",
+        "|---|---|---|",
+        f"| prepis, server processing (decode, Whisper, speakers, token) | {pct(proc_ms, .5):.0f} | {pct(proc_ms, .95):.0f} |",
+        f"| prepis, Whisper only | {pct(whisper_ms, .5):.0f} | {pct(whisper_ms, .95):.0f} |",
+        f"| faster-whisper, same windows | {pct(fw['times'], .5) * 1000:.0f} | {pct(fw['times'], .95) * 1000:.0f} |",
+        "",
+        f"prepis / faster-whisper (p50): **{ratio:.2f}**; streamed WER {wer([reference], [streamed]) * 100:.1f} %.",
+        "",
+        "Throughput, two workers of one thread each, back to back (2 streams for prepis):",
+        "",
+        "| engine | windows/s | per core | peak RSS MB |",
+        "|---|---|---|---|",
+        f"| prepis | {prepis_rate:.2f} | {prepis_rate / os.cpu_count():.2f} | {rss:.0f} |",
+        f"| faster-whisper | {fw['rate']:.2f} | {fw['rate'] / os.cpu_count():.2f} | {fw['rss']:.0f} |",
+        "",
+        f"prepis / faster-whisper throughput: **{prepis_rate / fw['rate']:.2f}x**.",
+        "",
+        "Concurrent real-time streams on one instance (defaults: one thread per request, one worker per core):",
+        "",
+        "| streams | p50 ms | p95 ms |",
+        "|---|---|---|",
+    ] + [f"| {n} | {p50:.0f} | {p95:.0f} |" for n, p50, p95 in concurrency]
+    report("live", lines)
+
+
+def fw_windows():
+    """faster-whisper on the windows of `live`: each timed, then two workers' throughput."""
+    import numpy as np
+    from faster_whisper import WhisperModel
+    folder = Path(sys.argv[2])
+    audio = np.frombuffer((folder / "pcm").read_bytes(), dtype=np.int16).astype(np.float32) / 32768.0
+    windows = json.loads((folder / "windows.json").read_text())
+    pieces = [audio[a * 16:b * 16] for a, b in windows]
+
+    def run(model, piece):
+        segments, _ = model.transcribe(piece, language="en", beam_size=1, word_timestamps=True,
+                                       vad_filter=False, condition_on_previous_text=False)
+        return " ".join(s.text.strip() for s in segments)
+
+    model = WhisperModel(str(MODEL_DIR / "ct2-base"), device="cpu", compute_type="int8",
+                         cpu_threads=THREADS, num_workers=1)
+    run(model, pieces[0])
+    times = []
+    for piece in pieces:
+        t = time.perf_counter()
+        run(model, piece)
+        times.append(time.perf_counter() - t)
+    del model
+    model = WhisperModel(str(MODEL_DIR / "ct2-base"), device="cpu", compute_type="int8",
+                         cpu_threads=1, num_workers=2)
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda p: run(model, p), pieces * 2))
+    rate = 2 * len(pieces) / (time.perf_counter() - start)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"times": times, "rate": rate, "rss": rss}))
+
+
 def report(name, lines):
     text = "\n".join(lines) + "\n"
     print(text)
@@ -353,4 +478,5 @@ def report(name, lines):
 
 
 if __name__ == "__main__":
-    {"latency": latency, "window": window, "stream": stream_bench, "fw-worker": fw_worker}[sys.argv[1] if len(sys.argv) > 1 else "latency"]()
+    {"latency": latency, "window": window, "stream": stream_bench, "live": live,
+     "fw-worker": fw_worker, "fw-windows": fw_windows}[sys.argv[1] if len(sys.argv) > 1 else "latency"]()

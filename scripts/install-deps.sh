@@ -4,7 +4,8 @@
 #
 #   scripts/install-deps.sh            build + run (cmake, g++, libopus, python3 with pip)
 #   scripts/install-deps.sh --test     also what the tests use (real recorded speech, redis-server,
-#                                      headless chromium and node for the browser tests)
+#                                      nginx, headless chromium and node for the browser tests,
+#                                      and schemathesis from PyPI in a venv under the cache)
 set -euo pipefail
 
 packages=(cmake g++ make pkg-config libopus-dev python3 python3-pip)
@@ -30,11 +31,20 @@ for p in "${missing[@]}"; do
     *) filtered+=("$p") ;;
   esac
 done
-if ((${#filtered[@]} == 0)); then
-  exit 0
+if ((${#filtered[@]})); then
+  sudo=""
+  [[ "$(id -u)" == 0 ]] || sudo="sudo"
+  echo "install-deps: installing ${filtered[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${filtered[@]}" >/dev/null
 fi
-sudo=""
-[[ "$(id -u)" == 0 ]] || sudo="sudo"
-echo "install-deps: installing ${filtered[*]}"
-$sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${filtered[@]}" >/dev/null
+
+# The API tests run schemathesis against the OpenAPI document (tests/openapi.rs).
+if [[ "${1:-}" == "--test" ]]; then
+  tools="${PREPIS_CACHE:-$HOME/.cache/prepis}/tools"
+  if ! "$tools/schemathesis/bin/schemathesis" --version 2>/dev/null | grep -q 4.32.5; then
+    echo "install-deps: installing schemathesis 4.32.5 into $tools/schemathesis"
+    python3 -m venv "$tools/schemathesis"
+    "$tools/schemathesis/bin/pip" install --quiet schemathesis==4.32.5
+  fi
+fi

@@ -17,7 +17,7 @@ USAGE:
                    [--realtime] [--key KEY] [--session ID]
                                   stream an audio file (WAV, or raw s16le 16 kHz on stdin) to the
                                   service in chunks, echoing the context; prints final text
-    handler convert-model CT2_DIR OUT.bin [--type q8_0|f16|f32]
+    handler convert-model CT2_DIR OUT.bin [--type q8_0|q4_0|f16|f32]
                                   convert a CTranslate2 Whisper model to ggml
     handler --help | --version
 ";
@@ -143,7 +143,7 @@ fn convert(args: &[String]) -> ExitCode {
             match iter.next().and_then(|t| WeightType::parse(t)) {
                 Some(t) => weight_type = t,
                 None => {
-                    eprintln!("--type takes q8_0, f16 or f32");
+                    eprintln!("--type takes q8_0, q4_0, f16 or f32");
                     return ExitCode::from(2);
                 }
             }

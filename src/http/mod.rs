@@ -7,6 +7,7 @@
 //! | `GET /app.js`, … | the page's modules and style (`web/`) |
 //! | `GET /api/status`, `GET /status` | status JSON |
 //! | `POST /status` | payload mode: status JSON in the reply envelope |
+//! | `GET /api/openapi.json`, `POST /openapi` | the OpenAPI 3.1 document (`openapi.json` here) |
 //! | `POST /api/transcribe` | forwarded HTTP (or container): the request itself |
 //! | `POST /transcribe` | payload mode envelope (or, if the body is no envelope, as above) |
 
@@ -21,6 +22,9 @@ mod transcribe;
 mod web;
 
 use std::sync::Arc;
+
+/// The API's OpenAPI 3.1 description, served at `/api/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
@@ -148,6 +152,10 @@ where
             let body = status::report(app).to_string();
             envelope_response(StatusCode::OK, &body, &[], &[])
         }
+        (&Method::GET | &Method::HEAD, "/api/openapi.json" | "/openapi.json") => {
+            json_response(StatusCode::OK, OPENAPI, &[])
+        }
+        (&Method::POST, "/openapi") => envelope_response(StatusCode::OK, OPENAPI, &[], &[]),
         (&Method::POST | &Method::GET | &Method::DELETE, "/api/transcribe" | "/transcribe")
             if !incoming.admitted =>
         {

@@ -13,6 +13,7 @@ use super::ct2::{Ct2Error, Ct2Model};
 use super::mel::slaney_mel_filters;
 
 const GGML_MAGIC: u32 = 0x6767_6d6c;
+/// Values per block of the quantized types (ggml's QK8_0 and QK4_0).
 const Q8_0_BLOCK: usize = 32;
 
 /// Storage type for the weight matrices.
@@ -21,15 +22,17 @@ pub enum WeightType {
     F32,
     F16,
     Q8_0,
+    Q4_0,
 }
 
 impl WeightType {
-    /// Parses `f32`, `f16` or `q8_0`.
+    /// Parses `f32`, `f16`, `q8_0` or `q4_0`.
     pub fn parse(text: &str) -> Option<Self> {
         match text {
             "f32" => Some(WeightType::F32),
             "f16" => Some(WeightType::F16),
             "q8_0" => Some(WeightType::Q8_0),
+            "q4_0" => Some(WeightType::Q4_0),
             _ => None,
         }
     }
@@ -40,6 +43,7 @@ impl WeightType {
             WeightType::F32 => 0,
             WeightType::F16 => 1,
             WeightType::Q8_0 => 2007,
+            WeightType::Q4_0 => 2002,
         }
     }
 }
@@ -49,6 +53,7 @@ impl WeightType {
 enum TensorType {
     F32 = 0,
     F16 = 1,
+    Q4_0 = 2,
     Q8_0 = 8,
 }
 
@@ -431,10 +436,11 @@ fn tensor_type(tensor: &Tensor, weight_type: WeightType) -> TensorType {
         return TensorType::F32;
     }
     let row = tensor.dims.last().copied().unwrap_or(0);
-    if weight_type == WeightType::Q8_0 && tensor.dims.len() == 2 && row % Q8_0_BLOCK == 0 {
-        TensorType::Q8_0
-    } else {
-        TensorType::F16
+    let blocks = tensor.dims.len() == 2 && row % Q8_0_BLOCK == 0;
+    match weight_type {
+        WeightType::Q8_0 if blocks => TensorType::Q8_0,
+        WeightType::Q4_0 if blocks => TensorType::Q4_0,
+        _ => TensorType::F16,
     }
 }
 
@@ -473,6 +479,11 @@ fn write_tensor(
                 out.write_all(&quantize_q8_0(block))?;
             }
         }
+        TensorType::Q4_0 => {
+            for block in tensor.values.chunks(Q8_0_BLOCK) {
+                out.write_all(&quantize_q4_0(block))?;
+            }
+        }
     }
     Ok(())
 }
@@ -487,6 +498,25 @@ fn quantize_q8_0(block: &[f32]) -> [u8; 2 + Q8_0_BLOCK] {
     for (slot, v) in bytes[2..].iter_mut().zip(block) {
         // f32::round rounds half away from zero, as ggml's roundf does.
         *slot = ((v * inverse).round() as i8) as u8;
+    }
+    bytes
+}
+
+/// One q4_0 block: an `f16` scale, then 32 four-bit values offset by 8, value `j` in the
+/// low nibble of byte `j` and value `16 + j` in its high nibble (`x ≈ scale * (q - 8)`).
+/// The scale maps the value of largest magnitude to -8, as ggml's reference quantizer does.
+fn quantize_q4_0(block: &[f32]) -> [u8; 2 + Q8_0_BLOCK / 2] {
+    let extreme = block
+        .iter()
+        .fold(0f32, |m, v| if v.abs() > m.abs() { *v } else { m });
+    let scale = extreme / -8.0;
+    let inverse = if scale != 0.0 { 1.0 / scale } else { 0.0 };
+    let level = |v: f32| ((v * inverse + 8.5) as i8).min(15) as u8;
+    let mut bytes = [0u8; 2 + Q8_0_BLOCK / 2];
+    bytes[..2].copy_from_slice(&half::f16::from_f32(scale).to_le_bytes());
+    let half_block = Q8_0_BLOCK / 2;
+    for j in 0..half_block {
+        bytes[2 + j] = level(block[j]) | (level(block[half_block + j]) << 4);
     }
     bytes
 }
@@ -536,5 +566,26 @@ mod tests {
         }
         let zeros = quantize_q8_0(&[0.0; 32]);
         assert!(zeros.iter().all(|b| *b == 0));
+    }
+
+    #[test]
+    fn q4_0_round_trips_within_half_a_step() {
+        let block: Vec<f32> = (0..32)
+            .map(|i| ((i * 7) % 32) as f32 * 0.11 - 2.0)
+            .collect();
+        let bytes = quantize_q4_0(&block);
+        let scale = half::f16::from_le_bytes([bytes[0], bytes[1]]).to_f32();
+        for (j, v) in block.iter().enumerate() {
+            let byte = bytes[2 + j % 16];
+            let q = if j < 16 { byte & 0x0f } else { byte >> 4 };
+            let restored = (q as f32 - 8.0) * scale;
+            assert!(
+                (restored - v).abs() <= scale.abs() * 0.5 + 1e-3,
+                "value {j}: {restored} vs {v}"
+            );
+        }
+        // The value of largest magnitude sits on level 0 (-8 steps).
+        assert_eq!(bytes[2] & 0x0f, 0, "{:?}", &block[..16]);
+        assert!(quantize_q4_0(&[0.0; 32])[2..].iter().all(|b| *b == 0x88));
     }
 }

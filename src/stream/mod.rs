@@ -156,7 +156,15 @@ pub fn process_chunk(
             language: options.language.clone().or_else(|| state.language.clone()),
             prompt: Some(state.prompt.clone()).filter(|p| !p.is_empty()),
         };
+        let started = std::time::Instant::now();
         let transcript = transcribe_chunk(engine, &window, &decode)?;
+        // What Whisper heard and how long it took (the live benchmark replays these windows).
+        tracing::debug!(
+            event = "window",
+            start_ms = window_start_ms,
+            end_ms = window_end_ms,
+            whisper_ms = started.elapsed().as_secs_f64() * 1000.0,
+        );
         if state.language.is_none() && !transcript.segments.is_empty() {
             state.language = transcript.language.clone();
         }
