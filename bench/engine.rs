@@ -35,8 +35,8 @@ fn main() {
         language: Some("en".into()),
         prompt: None,
     };
-    println!("| window s | ms (median of {rounds}) | words |");
-    println!("|---|---|---|");
+    println!("| window s | ms (median of {rounds}) | words | GFLOP (est.) | GFLOP/s |");
+    println!("|---|---|---|---|---|");
     for &seconds in windows {
         let piece = &speech[..(seconds * 16_000.0) as usize];
         engine.transcribe(piece, &options).unwrap();
@@ -49,8 +49,38 @@ fn main() {
             words = transcript.segments.iter().map(|s| s.words.len()).sum();
         }
         times.sort_by(f64::total_cmp);
-        println!("| {seconds} | {:.1} | {words} |", times[times.len() / 2]);
+        let median = times[times.len() / 2];
+        let positions = (seconds.max(floor) * 50.0).min(1500.0);
+        let tokens = words as f64 * 1.4 + 4.0;
+        let gflop = (encoder_flop(positions) + decoder_flop(positions, tokens)) / 1e9;
+        println!(
+            "| {seconds} | {median:.1} | {words} | {gflop:.1} | {:.0} |",
+            gflop / (median / 1000.0)
+        );
     }
+}
+
+/// Whisper base's shape.
+const D: f64 = 512.0;
+const LAYERS: f64 = 6.0;
+const FF: f64 = 2048.0;
+const MELS: f64 = 80.0;
+const VOCAB: f64 = 51865.0;
+
+/// Multiply-adds counted as 2 FLOP: the two convolutions over `2n` mel frames, then per layer
+/// the four attention projections, the n x n attention and the feed-forward block.
+fn encoder_flop(n: f64) -> f64 {
+    let convs = 2.0 * (2.0 * n) * D * MELS * 3.0 + 2.0 * n * D * D * 3.0;
+    let layer = 4.0 * 2.0 * n * D * D + 2.0 * 2.0 * n * n * D + 2.0 * 2.0 * n * D * FF;
+    convs + LAYERS * layer
+}
+
+/// The cross-attention keys and values once, then per token: self-attention projections,
+/// cross-attention query/output and its n positions, feed-forward, and the logits.
+fn decoder_flop(n: f64, tokens: f64) -> f64 {
+    let cross = LAYERS * 2.0 * 2.0 * n * D * D;
+    let layer = 4.0 * 2.0 * D * D + 2.0 * 2.0 * D * D + 2.0 * 2.0 * n * D + 2.0 * 2.0 * D * FF;
+    cross + tokens * (LAYERS * layer + 2.0 * D * VOCAB)
 }
 
 /// LibriVox then cards from pocketsphinx's test data, 16 kHz mono.
