@@ -10,14 +10,15 @@ export HANDLER
 # whisper.cpp's bindings are pre-generated in whisper-rs-sys; skip libclang.
 export WHISPER_DONT_GENERATE_BINDINGS := 1
 
-.PHONY: run test test-browser model build deps test-deps lint audit bench handler clean
+.PHONY: run test test-browser model build deps test-deps lint audit bench handler package clean
 
 ## Fetch the model if needed, then serve on $(PORT).
 run: build model
 	PORT=$(PORT) PREPIS_MODEL=$(MODEL) $(HANDLER)
 
-## Run the whole test suite (unit + black-box against the real binary and model).
-test: test-deps build
+## Run the whole test suite (unit + black-box against the real binary and model, and the
+## release package: tests/package.rs unpacks dist/prepis-functions.zip and runs it).
+test: test-deps build package
 	scripts/fetch-model.sh base
 	scripts/fetch-model.sh tiny.en
 	scripts/fetch-speaker.sh
@@ -66,10 +67,16 @@ bench: build
 	HANDLER=$(HANDLER) scripts/fetch-model.sh base
 	HANDLER=$(HANDLER) bench/run.sh
 
+## The release: a static x86_64-unknown-linux-musl handler (dist/handler) and the Functions
+## app folder with it and the model, zipped (dist/prepis-functions.zip); MODEL=none leaves
+## the model out. See scripts/package.sh and the README's deployment sections.
+package:
+	MODEL=$(MODEL) scripts/package.sh
+
 ## Copy the binary to the app root, where `func start` looks for it.
 handler: build
 	cp $(HANDLER) ./handler
 
 clean:
 	$(CARGO) clean
-	rm -f ./handler
+	rm -rf ./handler dist

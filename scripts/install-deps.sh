@@ -6,11 +6,13 @@
 #   scripts/install-deps.sh --test     also what the tests use (real recorded speech, redis-server,
 #                                      nginx, headless chromium and node for the browser tests,
 #                                      and schemathesis from PyPI in a venv under the cache)
+#   scripts/install-deps.sh --package  what `make package` needs: Rust's musl target (rustup),
+#                                      zig and cargo-zigbuild from PyPI in a venv under the cache
 set -euo pipefail
 
 packages=(cmake g++ make pkg-config libopus-dev python3 python3-pip)
 if [[ "${1:-}" == "--test" ]]; then
-  packages+=(pocketsphinx-testdata redis-server nginx-light chromium nodejs npm)
+  packages+=(pocketsphinx-testdata redis-server nginx-light chromium nodejs npm unzip)
 fi
 
 missing=()
@@ -46,5 +48,19 @@ if [[ "${1:-}" == "--test" ]]; then
     echo "install-deps: installing schemathesis 4.32.5 into $tools/schemathesis"
     python3 -m venv "$tools/schemathesis"
     "$tools/schemathesis/bin/pip" install --quiet schemathesis==4.32.5
+  fi
+fi
+
+# The release package: a static musl binary, whisper.cpp's C++ compiled by zig (its clang
+# with musl and libc++ for the target; Debian's musl-tools has no C++ library).
+if [[ "${1:-}" == "--package" ]]; then
+  rustup target list --installed | grep -qx x86_64-unknown-linux-musl ||
+    rustup target add x86_64-unknown-linux-musl
+  tools="${PREPIS_CACHE:-$HOME/.cache/prepis}/tools"
+  if ! "$tools/zig/bin/cargo-zigbuild" --version 2>/dev/null | grep -q 0.24.0 ||
+     ! "$tools/zig/bin/python3" -m ziglang version 2>/dev/null | grep -q 0.17.0; then
+    echo "install-deps: installing zig 0.17.0 and cargo-zigbuild 0.24.0 into $tools/zig"
+    python3 -m venv "$tools/zig"
+    "$tools/zig/bin/pip" install --quiet ziglang==0.17.0 cargo-zigbuild==0.24.0
   fi
 fi

@@ -245,7 +245,11 @@ impl Config {
         let speaker_model = match get("PREPIS_SPEAKER_MODEL").as_deref() {
             Some("off" | "none" | "false") => None,
             Some(path) => Some(PathBuf::from(path)),
-            None => Some(model_dir.join("ge2e.safetensors")),
+            None => Some(
+                beside_executable("ge2e.safetensors")
+                    .filter(|p| p.is_file())
+                    .unwrap_or_else(|| model_dir.join("ge2e.safetensors")),
+            ),
         };
         let tracker = crate::speaker::TrackerPolicy::default();
         let speakers = crate::speaker::TrackerPolicy {
@@ -311,13 +315,7 @@ impl Config {
             return Ok(given);
         }
         let file = format!("ggml-{}.bin", self.model);
-        let mut candidates = Vec::new();
-        if let Some(dir) = std::env::current_exe()
-            .ok()
-            .and_then(|e| e.parent().map(PathBuf::from))
-        {
-            candidates.push(dir.join("models").join(&file));
-        }
+        let mut candidates: Vec<PathBuf> = beside_executable(&file).into_iter().collect();
         candidates.push(self.model_dir.join(&file));
         candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| {
             let hint = if KNOWN_MODELS.contains(&self.model.as_str()) {
@@ -332,6 +330,12 @@ impl Config {
             )
         })
     }
+}
+
+/// `models/<file>` beside the executable: the Functions app layout (`make package`).
+fn beside_executable(file: &str) -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    Some(exe.parent()?.join("models").join(file))
 }
 
 fn parse<T: std::str::FromStr>(name: &'static str, value: &str) -> Result<T, ConfigError> {

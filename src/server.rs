@@ -88,8 +88,13 @@ pub async fn run(
         draining.lifecycle.idle().await;
         let _ = closing.send(true);
     });
-    let header_timeout = std::time::Duration::from_secs_f64(app.config.read_timeout_seconds);
-    let server = serve(listener, http::routes(app), header_timeout, async move {
+    let limits = ConnectionLimits {
+        header_timeout: std::time::Duration::from_secs_f64(app.config.read_timeout_seconds),
+        // A context token may come in `X-Prepis-Context`: the header buffer holds the
+        // largest token accepted (hyper's default, ~400 KB, was below it) and the rest.
+        header_bytes: (app.config.max_context_bytes + 64 * 1024).max(400 * 1024),
+    };
+    let server = serve(listener, http::routes(app), limits, async move {
         let _ = close.wait_for(|s| *s).await;
     });
     tokio::select! {
@@ -103,13 +108,22 @@ pub async fn run(
     }
 }
 
+/// What one HTTP/1 connection may take.
+#[derive(Clone, Copy)]
+struct ConnectionLimits {
+    /// Longest the request headers may take to arrive.
+    header_timeout: std::time::Duration,
+    /// Largest request head (hyper's read buffer).
+    header_bytes: usize,
+}
+
 /// warp's filter on hyper's HTTP/1 + HTTP/2 connections (what `warp::serve` does, plus a
 /// header read timeout: a client that trickles its headers cannot hold a connection), until
 /// `close`; then the listener closes and open connections finish.
 async fn serve(
     listener: TcpListener,
     routes: warp::filters::BoxedFilter<(warp::reply::Response,)>,
-    header_timeout: std::time::Duration,
+    limits: ConnectionLimits,
     close: impl Future<Output = ()>,
 ) {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -135,7 +149,8 @@ async fn serve(
             builder
                 .http1()
                 .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout);
+                .header_read_timeout(limits.header_timeout)
+                .max_buf_size(limits.header_bytes);
             let connection = watcher
                 .watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service));
             if let Err(e) = connection.await {

@@ -514,6 +514,14 @@ fn missing_model_answers_503_with_retry_after_and_still_probes() {
         .as_str()
         .unwrap()
         .contains("not found"));
+    // A readiness probe that reads status codes (Kubernetes, Container Apps) is told no.
+    let probe = client()
+        .get(server.url("/api/status?probe=ready"))
+        .send()
+        .unwrap();
+    assert_eq!(probe.status(), 503);
+    assert_eq!(probe.headers()["retry-after"], "1");
+    assert_eq!(probe.json::<Value>().unwrap()["ready"], false);
 }
 
 #[test]
@@ -792,4 +800,34 @@ fn sigterm_lets_requests_in_flight_finish_within_the_drain_deadline_then_exits_0
     assert!(status.success(), "SIGTERM must exit 0, got {status:?}");
     assert_eq!(request.join().unwrap(), None);
     server.wait_for_event(|e| e["event"] == "shutdown_deadline");
+}
+
+/// A context token in `X-Prepis-Context` reaches the token check up to
+/// `PREPIS_MAX_CONTEXT_BYTES` (hyper's own header limit, ~400 KB, used to cut it off
+/// first with a bare 431): a forged 450 KB token is refused as a token, and one over the
+/// limit as too large, both in JSON.
+#[test]
+fn large_context_headers_get_the_token_errors() {
+    let server = Server::start(&[]);
+    let wav = std::fs::read(&librivox()[1].path).unwrap();
+    for (size, status, codes) in [
+        (
+            450_000,
+            400,
+            &["context_invalid", "context_malformed", "context_version"][..],
+        ),
+        (530_000, 413, &["context_too_large"][..]),
+    ] {
+        let response = client()
+            .post(server.url("/api/transcribe"))
+            .header("Content-Type", "audio/wav")
+            .header("X-Prepis-Context", "A".repeat(size))
+            .body(wav.clone())
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), status, "{size}");
+        let body: Value = response.json().unwrap();
+        let code = body["error"]["code"].as_str().unwrap_or_default();
+        assert!(codes.contains(&code), "{size}: {body}");
+    }
 }

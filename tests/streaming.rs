@@ -337,34 +337,3 @@ fn a_silent_stream_yields_no_text_and_never_runs_whisper() {
         "silence must not pile up in the token ({last_context} bytes)"
     );
 }
-
-#[test]
-fn the_stream_command_prints_final_text() {
-    let server = Server::start(&[("PREPIS_CONTEXT_KEY", KEY)]);
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_handler"))
-        .args([
-            "stream",
-            librivox()[0].path.to_str().unwrap(),
-            "--url",
-            &server.url(""),
-            "--chunk",
-            "2",
-            "--language",
-            "en",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let text = String::from_utf8_lossy(&output.stdout);
-    assert!(text.lines().all(|l| l.starts_with('[')), "{text}");
-    let words: String = text
-        .lines()
-        .filter_map(|l| l.split_once("] ").map(|(_, t)| t))
-        .collect::<Vec<_>>()
-        .join(" ");
-    assert!(wer(&librivox()[0].reference, &words) <= 0.15, "{text}");
-}

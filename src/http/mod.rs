@@ -146,7 +146,19 @@ where
             web::file(page).unwrap_or_default()
         }
         (&Method::GET | &Method::HEAD, "/api/status" | "/status") => {
-            json_response(StatusCode::OK, &status::report(app).to_string(), &[])
+            let report = status::report(app);
+            // `?probe=ready`: an orchestrator's readiness probe, which reads the status code.
+            let probe = serde_urlencoded::from_str::<Vec<(String, String)>>(&incoming.query)
+                .is_ok_and(|q| q.iter().any(|(k, v)| k == "probe" && v == "ready"));
+            if probe && report["ready"] != true {
+                json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &report.to_string(),
+                    &[("retry-after", "1".to_string())],
+                )
+            } else {
+                json_response(StatusCode::OK, &report.to_string(), &[])
+            }
         }
         (&Method::POST, "/status") => {
             let body = status::report(app).to_string();

@@ -42,6 +42,13 @@ impl Server {
         for (k, v) in env {
             command.env(k, v);
         }
+        Self::spawn(command, wait_ready)
+    }
+
+    /// Starts a prepared handler command (stdout and stderr are taken here); waits for the
+    /// model when `wait_ready`. The port is the one its `listening` event reports.
+    pub fn spawn(mut command: Command, wait_ready: bool) -> Server {
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command.spawn().expect("starting the handler binary");
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
