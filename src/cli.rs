@@ -258,7 +258,9 @@ pub fn stream(args: StreamArgs) -> Result<(), String> {
     let audio = decode_local(&bytes, args.client.raw_file_format())
         .map_err(|e| format!("{}: {e}", args.file))?;
     let total = audio.len() as f64 / 16_000.0;
+    // A file shows its progress; the unconfirmed words are for live input.
     let progress = std::io::stderr().is_terminal();
+    out.live = false;
     let mut stream = Stream::new(options.clone()).map_err(|e| e.to_string())?;
     let chunk_len = ((args.chunk * 16_000.0) as usize).max(160);
     let chunks: Vec<&[f32]> = audio.chunks(chunk_len).collect();
