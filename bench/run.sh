@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the benchmarks: prepis against faster-whisper on the same audio, in one run.
-#   bench/run.sh [latency|stream|window|speakers]...   (default: latency stream window speakers)
+#   bench/run.sh [latency|live|stream|window|speakers]...   (default: latency live stream window speakers)
 # Installs the baseline (PyPI faster-whisper 1.2.1) and the speech fixtures (Debian) if needed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +19,7 @@ if ((${#missing[@]})); then
 fi
 export HANDLER="${HANDLER:-target/release/handler}"
 export FW_PYTHON="$venv/bin/python"
-for what in "${@:-latency stream window speakers}"; do
+for what in "${@:-latency live stream window speakers}"; do
   for w in $what; do
     case "$w" in
       speakers) "$venv/bin/python" bench/speakers.py run ;;
