@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::Value;
 
-use prepis::client::{pcm_s16le, ChunkReply, ClientError, Stream, StreamOptions, PCM_16K};
+use prepis::client::{stream_samples, ChunkReply, ClientError, Stream, StreamOptions};
 use prepis::model::WeightType;
 
 #[derive(Parser)]
@@ -261,31 +261,20 @@ pub fn stream(args: StreamArgs) -> Result<(), String> {
     // A file shows its progress; the unconfirmed words are for live input.
     let progress = std::io::stderr().is_terminal();
     out.live = false;
-    let mut stream = Stream::new(options.clone()).map_err(|e| e.to_string())?;
     let chunk_len = ((args.chunk * 16_000.0) as usize).max(160);
-    let chunks: Vec<&[f32]> = audio.chunks(chunk_len).collect();
-    let started = std::time::Instant::now();
+    let chunks = audio.len().div_ceil(chunk_len);
     out.begin();
-    for (index, chunk) in chunks.iter().enumerate() {
-        if options.realtime {
-            let due = std::time::Duration::from_secs_f64((index + 1) as f64 * args.chunk);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                std::thread::sleep(wait);
-            }
-        }
-        let last = index + 1 == chunks.len();
-        let reply = stream
-            .send(&pcm_s16le(chunk), PCM_16K, last)
-            .map_err(describe)?;
+    stream_samples(&audio, &options, |reply| {
         if progress {
             clear_progress();
         }
-        out.reply(&reply);
-        if progress && !last {
-            let done = ((index + 1) * chunk_len) as f64 / 16_000.0;
+        out.reply(reply);
+        if progress && reply.chunk + 1 < chunks {
+            let done = ((reply.chunk + 1) * chunk_len) as f64 / 16_000.0;
             draw_progress(done.min(total), total);
         }
-    }
+    })
+    .map_err(describe)?;
     if progress {
         clear_progress();
     }

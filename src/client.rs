@@ -102,10 +102,10 @@ pub fn stream_samples(
 }
 
 /// The media type of 16 kHz mono s16le, what [`pcm_s16le`] makes.
-pub const PCM_16K: &str = "audio/pcm;rate=16000;encoding=s16le";
+const PCM_16K: &str = "audio/pcm;rate=16000;encoding=s16le";
 
 /// Samples in [-1, 1] as 16-bit little-endian PCM.
-pub fn pcm_s16le(samples: &[f32]) -> Vec<u8> {
+fn pcm_s16le(samples: &[f32]) -> Vec<u8> {
     samples
         .iter()
         .flat_map(|s| ((s.clamp(-1.0, 1.0) * 32767.0) as i16).to_le_bytes())

@@ -5,7 +5,7 @@
 mod util;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 use serde_json::Value;
 use util::{librivox, read_wav_i16, resample_linear, wer, Server};
@@ -14,6 +14,17 @@ fn handler() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_handler"));
     command.env_remove("PREPIS_URL").env_remove("PREPIS_KEY");
     command
+}
+
+/// Starts `handler` with piped stdin, stdout and stderr.
+fn spawn_piped(args: &[&str]) -> Child {
+    handler()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
 fn run(command: &mut Command) -> Output {
@@ -199,23 +210,23 @@ fn stream_live_raw_pcm_from_stdin() {
             [v[0], v[1], v[0], v[1]]
         })
         .collect();
-    let mut child = handler()
-        .args(["stream", "-", "--url", &server.url(""), "--format", "json"])
-        .args([
-            "--rate",
-            "8000",
-            "--channels",
-            "2",
-            "--chunk",
-            "1.5",
-            "--language",
-            "en",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let url = server.url("");
+    let mut child = spawn_piped(&[
+        "stream",
+        "-",
+        "--url",
+        &url,
+        "--format",
+        "json",
+        "--rate",
+        "8000",
+        "--channels",
+        "2",
+        "--chunk",
+        "1.5",
+        "--language",
+        "en",
+    ]);
     let mut stdin = child.stdin.take().unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     // 3 s of audio: two chunks' worth. The first reply comes while stdin is still open.
@@ -288,13 +299,8 @@ fn stream_a_piped_wav_from_stdin() {
     for s in &resampled {
         wav.extend_from_slice(&((s * 32767.0) as i16).to_le_bytes());
     }
-    let mut child = handler()
-        .args(["stream", "-", "--url", &server.url(""), "--format", "text"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let url = server.url("");
+    let mut child = spawn_piped(&["stream", "-", "--url", &url, "--format", "text"]);
     let mut stdin = child.stdin.take().unwrap();
     let writer = std::thread::spawn(move || {
         for piece in wav.chunks(4_099) {

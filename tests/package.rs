@@ -51,6 +51,20 @@ fn text_of(reply: &Value) -> String {
         .join(" ")
 }
 
+/// Plays the host in payload mode: the reply's `Outputs.res` status code and parsed body.
+fn post_envelope(server: &Server, path: &str, envelope: &Value) -> (Value, Value) {
+    let reply: Value = client()
+        .post(server.url(path))
+        .json(envelope)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let res = &reply["Outputs"]["res"];
+    let body = serde_json::from_str(res["body"].as_str().expect("a body")).unwrap();
+    (res["statusCode"].clone(), body)
+}
+
 #[test]
 fn the_functions_zip_unpacks_and_serves_both_host_modes() {
     let zip = package();
@@ -154,29 +168,13 @@ fn the_functions_zip_unpacks_and_serves_both_host_modes() {
         "Method": "POST", "Query": {"language": "en"},
         "Headers": {"Content-Type": ["application/octet-stream"]}, "Params": {},
         "Body": base64::engine::general_purpose::STANDARD.encode(&wav)}}, "Metadata": {}});
-    let reply: Value = client()
-        .post(server.url("/transcribe"))
-        .json(&envelope)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    assert_eq!(reply["Outputs"]["res"]["statusCode"], 200, "{reply}");
-    let payload: Value =
-        serde_json::from_str(reply["Outputs"]["res"]["body"].as_str().unwrap()).unwrap();
+    let (status_code, payload) = post_envelope(&server, "/transcribe", &envelope);
+    assert_eq!(status_code, 200, "{payload}");
     assert_eq!(text_of(&payload), text);
     let status_envelope = json!({"Data": {"req": {"Url": "http://localhost:7071/api/status",
         "Method": "GET", "Query": {}, "Headers": {}, "Params": {}}}, "Metadata": {}});
-    let reply: Value = client()
-        .post(server.url("/status"))
-        .json(&status_envelope)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let status: Value =
-        serde_json::from_str(reply["Outputs"]["res"]["body"].as_str().unwrap()).unwrap();
-    assert_eq!(status["ready"], true, "{reply}");
+    let (_, status) = post_envelope(&server, "/status", &status_envelope);
+    assert_eq!(status["ready"], true, "{status}");
     drop(server);
     let _ = std::fs::remove_dir_all(dir);
 }
