@@ -183,6 +183,7 @@ mod tests {
             Ok(Transcript {
                 segments: vec![],
                 language: None,
+                unreliable_from: None,
             })
         }
         fn info(&self) -> &ModelInfo {

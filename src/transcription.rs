@@ -3,7 +3,7 @@
 //! segments it itself judges to be no speech).
 
 use crate::asr::{AsrError, DecodeOptions, Segment, Transcriber};
-use crate::vad;
+use crate::vad::SpeechMap;
 
 /// Less detected speech than this (seconds) and Whisper is not called at all.
 const MIN_SPEECH_SECONDS: f64 = 0.15;
@@ -27,26 +27,31 @@ pub struct ChunkTranscript {
     pub speech_seconds: f64,
     /// Whether Whisper ran (false: no speech, nothing to do).
     pub recognised: bool,
+    /// Seconds from which Whisper's text cannot be trusted (a loop was cut out there).
+    pub unreliable_from: Option<f64>,
 }
 
 /// Transcribes one chunk of 16 kHz mono audio.
+/// `speech` is the VAD's map of `samples`.
 pub fn transcribe_chunk(
     engine: &dyn Transcriber,
     samples: &[f32],
+    speech: &SpeechMap,
     options: &DecodeOptions,
 ) -> Result<ChunkTranscript, AsrError> {
-    let activity = vad::speech_activity(samples);
-    if !activity.has_speech(MIN_SPEECH_SECONDS) {
+    let speech_seconds = speech.speech_seconds();
+    if speech_seconds < MIN_SPEECH_SECONDS {
         return Ok(ChunkTranscript {
             segments: Vec::new(),
             language: options.language.clone(),
-            speech_seconds: activity.speech_seconds,
+            speech_seconds,
             recognised: false,
+            unreliable_from: None,
         });
     }
     // Whisper hallucinates over long trailing silence ("Thank you.", a repeat of the prompt):
     // it hears the speech and a short pause after it, no more.
-    let trailing = vad::trailing_silence_seconds(samples);
+    let trailing = speech.trailing_silence_seconds();
     let heard = if trailing > TRAILING_PAUSE_SECONDS {
         let cut = ((trailing - TRAILING_PAUSE_SECONDS) * 16_000.0) as usize;
         &samples[..samples.len() - cut.min(samples.len())]
@@ -68,8 +73,9 @@ pub fn transcribe_chunk(
     Ok(ChunkTranscript {
         segments,
         language: transcript.language,
-        speech_seconds: activity.speech_seconds,
+        speech_seconds,
         recognised: true,
+        unreliable_from: transcript.unreliable_from,
     })
 }
 
@@ -113,6 +119,7 @@ mod tests {
             Ok(Transcript {
                 segments: self.answer.clone(),
                 language: Some("en".into()),
+                unreliable_from: None,
             })
         }
         fn info(&self) -> &ModelInfo {
@@ -154,7 +161,9 @@ mod tests {
     #[test]
     fn silence_never_reaches_the_engine() {
         let engine = scripted(vec![segment("Thank you for watching.", 0.1, -0.2)]);
-        let out = transcribe_chunk(&engine, &vec![0.0; 32_000], &DecodeOptions::default()).unwrap();
+        let silence = vec![0.0; 32_000];
+        let speech = SpeechMap::of(&silence);
+        let out = transcribe_chunk(&engine, &silence, &speech, &DecodeOptions::default()).unwrap();
         assert!(out.segments.is_empty());
         assert!(!out.recognised);
         assert_eq!(engine.calls.load(Ordering::SeqCst), 0);

@@ -8,85 +8,87 @@ const FRAME: usize = 256;
 /// Frame score above which a frame counts as speech.
 const SPEECH_SCORE: f32 = 0.5;
 
-/// How much speech a piece of audio holds.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SpeechActivity {
-    /// Seconds of frames scored as speech.
-    pub speech_seconds: f64,
-    /// Seconds analysed.
-    pub total_seconds: f64,
+/// Frame by frame, where a piece of 16 kHz mono audio holds speech. Computed once per
+/// window; every question the stream policy asks of the VAD is answered from it.
+#[derive(Debug, Clone)]
+pub struct SpeechMap {
+    /// One entry per 16 ms frame: whether it scored as speech.
+    frames: Vec<bool>,
 }
 
-impl SpeechActivity {
-    /// Whether there is enough speech to be worth transcribing.
-    pub fn has_speech(&self, min_speech_seconds: f64) -> bool {
-        self.speech_seconds >= min_speech_seconds
+/// Milliseconds from the start of the audio to the start of frame `frame`.
+fn frame_ms(frame: usize) -> u64 {
+    (frame * FRAME) as u64 * 1000 / 16_000
+}
+
+impl SpeechMap {
+    /// Runs the detector over the audio.
+    pub fn of(samples: &[f32]) -> Self {
+        let mut detector = Detector::default();
+        let mut frame = [0f32; FRAME];
+        let frames = samples
+            .chunks(FRAME)
+            .map(|chunk| {
+                frame.fill(0.0);
+                for (dst, src) in frame.iter_mut().zip(chunk) {
+                    *dst = src.clamp(-1.0, 1.0);
+                }
+                detector.predict_f32(&frame) > SPEECH_SCORE
+            })
+            .collect();
+        SpeechMap { frames }
     }
-}
 
-/// Whether each 16 ms frame of 16 kHz mono audio is speech.
-fn speech_frames(samples: &[f32]) -> Vec<bool> {
-    let mut detector = Detector::default();
-    let mut frame = [0f32; FRAME];
-    samples
-        .chunks(FRAME)
-        .map(|chunk| {
-            frame.fill(0.0);
-            for (dst, src) in frame.iter_mut().zip(chunk) {
-                *dst = src.clamp(-1.0, 1.0);
+    /// Seconds of frames scored as speech from `from_ms` on.
+    pub fn speech_seconds_from(&self, from_ms: u64) -> f64 {
+        let first = (from_ms as usize * 16).div_ceil(FRAME);
+        frames_to_seconds(self.frames.iter().skip(first).filter(|s| **s).count())
+    }
+
+    /// Seconds of frames scored as speech.
+    pub fn speech_seconds(&self) -> f64 {
+        self.speech_seconds_from(0)
+    }
+
+    /// Seconds of non-speech frames at the end.
+    pub fn trailing_silence_seconds(&self) -> f64 {
+        frames_to_seconds(self.frames.iter().rev().take_while(|s| !**s).count())
+    }
+
+    /// The start (ms) of the first speech frame at or after `from_ms`, if any.
+    pub fn speech_onset_after(&self, from_ms: u64) -> Option<u64> {
+        let first = (from_ms as usize * 16) / FRAME;
+        (first..self.frames.len())
+            .find(|&i| self.frames[i])
+            .map(frame_ms)
+    }
+
+    /// The pauses — runs of at least `min_ms` of non-speech between two stretches of
+    /// speech — as (start, end) in ms from the beginning of the audio, in order.
+    pub fn pauses_ms(&self, min_ms: u64) -> Vec<(u64, u64)> {
+        let min_frames = (min_ms as usize * 16).div_ceil(FRAME).max(1);
+        let mut pauses = Vec::new();
+        let mut run_start = None;
+        let mut heard_speech = false;
+        for (i, speech) in self.frames.iter().enumerate() {
+            match (*speech, run_start) {
+                (false, None) if heard_speech => run_start = Some(i),
+                (true, Some(start)) => {
+                    if i - start >= min_frames {
+                        pauses.push((frame_ms(start), frame_ms(i)));
+                    }
+                    run_start = None;
+                }
+                _ => {}
             }
-            detector.predict_f32(&frame) > SPEECH_SCORE
-        })
-        .collect()
+            heard_speech |= *speech;
+        }
+        pauses
+    }
 }
 
 fn frames_to_seconds(frames: usize) -> f64 {
     (frames * FRAME) as f64 / 16_000.0
-}
-
-/// How much of 16 kHz mono audio is speech.
-pub fn speech_activity(samples: &[f32]) -> SpeechActivity {
-    let frames = speech_frames(samples);
-    SpeechActivity {
-        speech_seconds: frames_to_seconds(frames.iter().filter(|s| **s).count()),
-        total_seconds: frames_to_seconds(frames.len()),
-    }
-}
-
-/// Seconds of non-speech frames at the end of the audio.
-pub fn trailing_silence_seconds(samples: &[f32]) -> f64 {
-    frames_to_seconds(
-        speech_frames(samples)
-            .iter()
-            .rev()
-            .take_while(|s| !**s)
-            .count(),
-    )
-}
-
-/// The pauses — runs of at least `min_ms` of non-speech between two stretches of speech —
-/// as (start, end) in ms from the beginning of the audio, in order.
-pub fn pauses_ms(samples: &[f32], min_ms: u64) -> Vec<(u64, u64)> {
-    let frames = speech_frames(samples);
-    let min_frames = (min_ms as usize * 16).div_ceil(FRAME).max(1);
-    let ms = |frame: usize| (frame * FRAME) as u64 * 1000 / 16_000;
-    let mut pauses = Vec::new();
-    let mut run_start = None;
-    let mut heard_speech = false;
-    for (i, speech) in frames.iter().enumerate() {
-        match (*speech, run_start) {
-            (false, None) if heard_speech => run_start = Some(i),
-            (true, Some(start)) => {
-                if i - start >= min_frames {
-                    pauses.push((ms(start), ms(i)));
-                }
-                run_start = None;
-            }
-            _ => {}
-        }
-        heard_speech |= *speech;
-    }
-    pauses
 }
 
 #[cfg(test)]
@@ -95,11 +97,12 @@ mod tests {
 
     #[test]
     fn silence_and_hum_are_not_speech() {
-        assert_eq!(speech_activity(&vec![0.0; 32_000]).speech_seconds, 0.0);
+        assert_eq!(SpeechMap::of(&vec![0.0; 32_000]).speech_seconds(), 0.0);
         let hum: Vec<f32> = (0..32_000)
             .map(|i| (2.0 * std::f32::consts::PI * 50.0 * i as f32 / 16_000.0).sin() * 0.3)
             .collect();
-        assert!(!speech_activity(&hum).has_speech(0.2));
-        assert!((trailing_silence_seconds(&vec![0.0; 16_000]) - 1.0).abs() < 0.02);
+        assert!(SpeechMap::of(&hum).speech_seconds() < 0.2);
+        assert!((SpeechMap::of(&vec![0.0; 16_000]).trailing_silence_seconds() - 1.0).abs() < 0.02);
+        assert_eq!(SpeechMap::of(&vec![0.0; 16_000]).speech_onset_after(0), None);
     }
 }

@@ -2,6 +2,7 @@
 //! without the service noticing. Engines run on worker threads (see `inference`), never
 //! on the async runtime.
 
+mod quality;
 mod whisper;
 mod words;
 
@@ -50,6 +51,9 @@ pub struct Transcript {
     pub segments: Vec<Segment>,
     /// Language used (forced or detected).
     pub language: Option<String>,
+    /// Seconds from which the text cannot be trusted: a loop was cut out there (a pass
+    /// that still repeated itself after its retry). `None` when every pass was clean.
+    pub unreliable_from: Option<f64>,
 }
 
 /// What the service reports about the loaded model.

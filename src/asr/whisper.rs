@@ -8,6 +8,7 @@ use whisper_rs::{
     WhisperContextParameters,
 };
 
+use super::quality::{self, Verdict};
 use super::words::{group_words, TimedToken};
 use super::{AsrError, DecodeOptions, ModelInfo, Segment, Transcriber, Transcript};
 
@@ -97,12 +98,22 @@ impl Transcriber for WhisperEngine {
     /// DTW word alignment then aborts the process (`WHISPER_ASSERT ... filter_width <
     /// a->ne[2]`, whisper.cpp issue #2301 and others); a single-segment pass always aligns
     /// the whole piece, and every piece spans at least 200 ms.
+    ///
+    /// Every pass is judged as the reference decoder judges it (`quality`): a pass that loops
+    /// or is unlikely is decoded once more without the prompt, the better decode is kept, a
+    /// loop that remains is cut out (and reported in `unreliable_from`), and the pass after a
+    /// failed one is not conditioned on the text before it. No sampling: the same audio
+    /// gives the same text, and a pass costs at most two decodes.
     fn transcribe(&self, samples: &[f32], options: &DecodeOptions) -> Result<Transcript, AsrError> {
         let mut segments: Vec<Segment> = Vec::new();
         let mut language = match (&options.language, self.info.multilingual) {
             (_, false) => Some("en".to_string()),
             (lang, true) => lang.clone(),
         };
+        let mut unreliable_from: Option<f64> = None;
+        // The text since the last failed pass conditions the next pass (Whisper's
+        // `prompt_reset_since`).
+        let mut context_since = 0;
         let mut offset = 0;
         while samples.len() - offset > MIN_PASS_SAMPLES {
             let length = (samples.len() - offset).min(PASS_SAMPLES);
@@ -111,27 +122,60 @@ impl Transcriber for WhisperEngine {
             let prompt = if offset == 0 {
                 options.prompt.clone()
             } else if samples.len() - offset > CONTINUATION_PROMPT_SAMPLES {
-                let said: Vec<&str> = segments.iter().map(|s| s.text.as_str()).collect();
-                let before = options.prompt.as_deref().unwrap_or("");
+                let said: Vec<&str> = segments[context_since..]
+                    .iter()
+                    .map(|s| s.text.as_str())
+                    .collect();
+                let before = if context_since == 0 {
+                    options.prompt.as_deref().unwrap_or("")
+                } else {
+                    ""
+                };
                 Some(format!("{before} {}", said.join(" ")))
             } else {
                 None
             };
-            let pass = self.pass(
+            let prompt = prompt.filter(|p| !p.trim().is_empty());
+            let mut pass = self.pass(
                 samples,
                 offset,
                 length,
                 language.as_deref(),
                 prompt.as_deref(),
             )?;
+            let mut verdict = Verdict::of(&pass.segments);
+            let mut retried = false;
+            if verdict.failed() && prompt.is_some() {
+                let again = self.pass(samples, offset, length, language.as_deref(), None)?;
+                let again_verdict = Verdict::of(&again.segments);
+                retried = true;
+                if again_verdict.better_than(&verdict) {
+                    (pass, verdict) = (again, again_verdict);
+                }
+            }
             tracing::debug!(
                 event = "whisper_pass",
                 offset_s = offset as f64 / 16_000.0,
                 length_s = length as f64 / 16_000.0,
                 stopped_at_s = pass.stopped_at.map(|s| s as f64 / 16_000.0),
                 segments = pass.segments.len(),
+                compression_ratio = verdict.compression_ratio,
+                avg_logprob = verdict.avg_logprob,
+                looped = verdict.looped,
+                retried,
             );
-            segments.extend(pass.segments);
+            let mut pass_segments = pass.segments;
+            if verdict.looped {
+                let (kept, removed_from) = quality::remove_loops(pass_segments);
+                pass_segments = kept;
+                if let Some(at) = removed_from {
+                    unreliable_from.get_or_insert(at);
+                }
+            }
+            segments.extend(pass_segments);
+            if verdict.failed() {
+                context_since = segments.len();
+            }
             language = language.or(pass.language);
             // The next pass starts where the decoder stopped; a stop in the first 100 ms of
             // the piece counts as none (a pass must make progress).
@@ -140,7 +184,11 @@ impl Transcriber for WhisperEngine {
                 _ => offset + length,
             };
         }
-        Ok(Transcript { segments, language })
+        Ok(Transcript {
+            segments,
+            language,
+            unreliable_from,
+        })
     }
 
     fn info(&self) -> &ModelInfo {
@@ -162,6 +210,10 @@ const CONTINUATION_PROMPT_SAMPLES: usize = 5 * 16_000;
 /// Tokens one pass may produce; below whisper.cpp's own limit (half the text context,
 /// less 4), so that a pass always ends as completed, never as a failed decoder.
 const MAX_PASS_TOKENS: i32 = 200;
+/// Tokens a second of speech needs at most (fast speech is ~4 a second, with timestamps),
+/// and a few more per pass: a looping decoder stops there instead of at 200 tokens.
+const TOKENS_PER_SECOND: f64 = 8.0;
+const TOKENS_PER_PASS: f64 = 16.0;
 
 /// What one single-segment pass of whisper.cpp produced.
 struct Pass {
@@ -197,15 +249,15 @@ impl WhisperEngine {
         params.set_translate(false);
         params.set_no_context(true);
         params.set_single_segment(true);
-        params.set_max_tokens(MAX_PASS_TOKENS);
+        let max_tokens = (TOKENS_PER_PASS + TOKENS_PER_SECOND * length as f64 / 16_000.0).ceil() as i32;
+        params.set_max_tokens(max_tokens.min(MAX_PASS_TOKENS));
         params.set_token_timestamps(true);
         params.set_suppress_blank(true);
         params.set_suppress_nst(true);
-        // Greedy at temperature 0; only a pass that fails Whisper's own checks (a repetition
-        // loop, by entropy) is redone warmer. A fresh state seeds the sampler identically, so
-        // the result is still deterministic.
+        // Greedy at temperature 0, never redone warmer inside whisper.cpp (five fallback
+        // decodes made one chunk take 6 s): `transcribe` judges the pass and retries it.
         params.set_temperature(0.0);
-        params.set_temperature_inc(0.2);
+        params.set_temperature_inc(0.0);
         params.set_print_progress(false);
         params.set_print_realtime(false);
         params.set_print_special(false);
@@ -226,6 +278,7 @@ impl WhisperEngine {
         let mut segments = Vec::new();
         let mut stopped_at = None;
         let mut last_two = [None, None];
+        let mut produced = 0;
         for segment in state.as_iter() {
             let no_speech = segment.no_speech_probability();
             // Whisper's segments: the text between two timestamp tokens.
@@ -238,6 +291,7 @@ impl WhisperEngine {
                 let id = token.token_id();
                 if id < eot || id >= beg {
                     last_two = [last_two[1], Some(id)];
+                    produced += 1;
                 }
                 if id >= beg {
                     // Timestamp tokens count 20 ms steps from the pass's start.
@@ -285,6 +339,22 @@ impl WhisperEngine {
             if last > beg && before < eot {
                 stopped_at = None;
             }
+        }
+        // A pass cut off by its token limit stopped inside its text: the next pass starts
+        // at the last word (which may be cut) unless a timestamp closed text after it.
+        if produced >= max_tokens.min(MAX_PASS_TOKENS) - 1 && last_two[1].is_some_and(|t| t < eot) {
+            let last_word_start = segments.last_mut().and_then(|s: &mut Segment| {
+                let word = s.words.pop()?;
+                s.text = s.words.iter().map(|w| w.word.as_str()).collect::<Vec<_>>().join(" ");
+                Some(word.start)
+            });
+            if let Some(start) = last_word_start {
+                let at = (start * 16_000.0) as usize;
+                if stopped_at.is_none_or(|s| s < at) {
+                    stopped_at = Some(at);
+                }
+            }
+            segments.retain(|s| !s.words.is_empty());
         }
         let language =
             whisper_rs::get_lang_str(state.full_lang_id_from_state()).map(str::to_string);

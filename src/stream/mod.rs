@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::asr::{AsrError, DecodeOptions, Transcriber};
 use crate::transcription::transcribe_chunk;
-use crate::vad;
+use crate::vad::SpeechMap;
 use agreement::{drop_committed, normalise, words_to_commit, TimedWord};
 
 const RATE: u64 = 16_000;
@@ -139,14 +139,24 @@ pub fn process_chunk(
     state.seq += 1;
     let (window_start_ms, window_end_ms) = (to_ms(window_start), to_ms(window_end));
 
-    let new_speech = vad::speech_activity(new_audio).has_speech(0.15);
-    let trailing_silence_ms = (vad::trailing_silence_seconds(&window) * 1000.0) as u64;
+    // The VAD runs once over the window; every question below is answered from its map.
+    let speech = SpeechMap::of(&window);
+    let tail_ms = window_end_ms - window_start_ms - to_ms(new_audio.len() as u64);
+    let new_speech = speech.speech_seconds_from(tail_ms) >= 0.15;
+    let trailing_silence_ms = (speech.trailing_silence_seconds() * 1000.0) as u64;
     let endpoint = trailing_silence_ms >= policy.endpoint_silence_ms;
+    // Speech in the tail that no final word covers (Whisper heard it and said nothing it
+    // could commit yet): the last chunk must hear it again before the stream ends.
+    let unheard_in_tail = unheard_speech(&speech, window_start_ms, state.committed_until_ms)
+        .is_some_and(|at| at < window_start_ms + tail_ms);
 
     let mut recognised = false;
+    let mut unreliable_from_ms = None;
     let nothing_new = new_audio.is_empty() && !options.last;
     let hypothesis: Vec<TimedWord> = if nothing_new
-        || (!new_speech && (state.pending.is_empty() || endpoint))
+        || (!new_speech
+            && (state.pending.is_empty() || endpoint)
+            && !(options.last && unheard_in_tail))
     {
         // Nothing new to hear: the previous hypothesis stands (and is final at an endpoint).
         state.pending.clone()
@@ -157,7 +167,7 @@ pub fn process_chunk(
             prompt: Some(state.prompt.clone()).filter(|p| !p.is_empty()),
         };
         let started = std::time::Instant::now();
-        let transcript = transcribe_chunk(engine, &window, &decode)?;
+        let transcript = transcribe_chunk(engine, &window, &speech, &decode)?;
         // What Whisper heard and how long it took (the live benchmark replays these windows).
         tracing::debug!(
             event = "window",
@@ -193,8 +203,16 @@ pub fn process_chunk(
         let mut words = drop_committed(words, state.committed_until_ms, &tail_words, &prompt_words);
         if !options.last {
             // Hallucinations are dropped; on the last chunk nothing can wait for another pass,
-            // and DTW crams real words into the last instant of a window too.
+            // and DTW crams real words into the last instant of a window too. Words after a
+            // loop Whisper was cut out of wait for the next pass too. Their audio stays in
+            // the tail (below), so nothing is lost by waiting.
             words.truncate(plausible_prefix(&words));
+            unreliable_from_ms = transcript
+                .unreliable_from
+                .map(|s| window_start_ms + (s * 1000.0) as u64);
+            if let Some(at) = unreliable_from_ms {
+                words.retain(|w| w.start_ms < at);
+            }
         }
         words
     };
@@ -208,7 +226,8 @@ pub fn process_chunk(
         commit_all,
     );
     // Pauses the VAD hears inside the window, in stream time.
-    let pauses: Vec<(u64, u64)> = vad::pauses_ms(&window, MIN_CUT_PAUSE_MS)
+    let pauses: Vec<(u64, u64)> = speech
+        .pauses_ms(MIN_CUT_PAUSE_MS)
         .into_iter()
         .map(|(start, end)| (window_start_ms + start, window_start_ms + end))
         .collect();
@@ -247,9 +266,32 @@ pub fn process_chunk(
     }
     if options.last {
         cut = window_end_ms;
-    } else if n == hypothesis.len() && (endpoint || !new_speech) {
-        // Nothing pending: keep only a short lead-in in case speech starts at the chunk's end.
-        cut = cut.max(window_end_ms.saturating_sub(300));
+    } else {
+        if n == hypothesis.len() && (endpoint || !new_speech) {
+            // Nothing pending: keep only a short lead-in in case speech starts at the chunk's end.
+            cut = cut.max(window_end_ms.saturating_sub(300));
+        }
+        // Never cut away audio whose words are not final: the first pending word, speech
+        // the VAD hears after the last final word (a pass that returned nothing for it, a
+        // loop cut out, a hallucination guard), stay in the tail. Only the tail cap below
+        // drops audio, after its words were committed as heard.
+        let heard_until = n
+            .checked_sub(1)
+            .map_or(state.committed_until_ms, |i| {
+                hypothesis[i].end_ms.max(state.committed_until_ms)
+            });
+        let unheard = unheard_speech(&speech, window_start_ms, heard_until)
+            .filter(|at| window_end_ms.saturating_sub(*at) <= policy.soft_tail_ms);
+        let keep_from = hypothesis
+            .get(n)
+            .map(|w| w.start_ms.saturating_sub(KEEP_BEFORE_WORD_MS))
+            .into_iter()
+            .chain(unheard.map(|at| at.saturating_sub(UNHEARD_LEAD_MS).max(heard_until)))
+            .chain(unreliable_from_ms)
+            .min();
+        if let Some(keep_from) = keep_from {
+            cut = cut.min(keep_from);
+        }
     }
     cut = cut
         .clamp(window_start_ms, window_end_ms)
@@ -335,6 +377,21 @@ fn plausible_prefix(words: &[TimedWord]) -> usize {
 
 /// The shortest VAD pause used as a cut point.
 const MIN_CUT_PAUSE_MS: u64 = 150;
+/// Audio kept before a pending word's start (DTW times are ~50 ms accurate).
+const KEEP_BEFORE_WORD_MS: u64 = 100;
+/// Speech this soon after a final word's end is that word's own (DTW puts ends early).
+const WORD_END_GRACE_MS: u64 = 250;
+/// Audio kept before unheard speech (it was found `WORD_END_GRACE_MS` late at most).
+const UNHEARD_LEAD_MS: u64 = 350;
+
+/// Stream time (ms) of the first speech the VAD hears after the final words ending at
+/// `heard_until_ms`, leaving the final word's own trailing sounds to it.
+fn unheard_speech(speech: &SpeechMap, window_start_ms: u64, heard_until_ms: u64) -> Option<u64> {
+    let from = (heard_until_ms + WORD_END_GRACE_MS).saturating_sub(window_start_ms);
+    speech
+        .speech_onset_after(from)
+        .map(|ms| window_start_ms + ms)
+}
 
 /// The latest VAD pause that follows the start of committed word `k - 1` (k ≤ n) and whose
 /// middle lies before the start of word `k` (give or take DTW's 50 ms): (k, pause start,
