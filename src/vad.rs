@@ -103,6 +103,9 @@ mod tests {
             .collect();
         assert!(SpeechMap::of(&hum).speech_seconds() < 0.2);
         assert!((SpeechMap::of(&vec![0.0; 16_000]).trailing_silence_seconds() - 1.0).abs() < 0.02);
-        assert_eq!(SpeechMap::of(&vec![0.0; 16_000]).speech_onset_after(0), None);
+        assert_eq!(
+            SpeechMap::of(&vec![0.0; 16_000]).speech_onset_after(0),
+            None
+        );
     }
 }

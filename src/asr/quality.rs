@@ -240,10 +240,7 @@ mod tests {
             avg_logprob: -0.3,
             looped: false,
         };
-        let looped = Verdict {
-            looped: true,
-            ..ok
-        };
+        let looped = Verdict { looped: true, ..ok };
         let unsure = Verdict {
             avg_logprob: -1.4,
             ..ok

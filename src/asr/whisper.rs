@@ -249,7 +249,8 @@ impl WhisperEngine {
         params.set_translate(false);
         params.set_no_context(true);
         params.set_single_segment(true);
-        let max_tokens = (TOKENS_PER_PASS + TOKENS_PER_SECOND * length as f64 / 16_000.0).ceil() as i32;
+        let max_tokens =
+            (TOKENS_PER_PASS + TOKENS_PER_SECOND * length as f64 / 16_000.0).ceil() as i32;
         params.set_max_tokens(max_tokens.min(MAX_PASS_TOKENS));
         params.set_token_timestamps(true);
         params.set_suppress_blank(true);
@@ -345,7 +346,12 @@ impl WhisperEngine {
         if produced >= max_tokens.min(MAX_PASS_TOKENS) - 1 && last_two[1].is_some_and(|t| t < eot) {
             let last_word_start = segments.last_mut().and_then(|s: &mut Segment| {
                 let word = s.words.pop()?;
-                s.text = s.words.iter().map(|w| w.word.as_str()).collect::<Vec<_>>().join(" ");
+                s.text = s
+                    .words
+                    .iter()
+                    .map(|w| w.word.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 Some(word.start)
             });
             if let Some(start) = last_word_start {

@@ -9,6 +9,8 @@
 //! reaches its cap; committed words become final segments, never revised.
 
 pub mod agreement;
+#[cfg(test)]
+mod invariants;
 pub mod tail;
 
 use serde::{Deserialize, Serialize};
@@ -216,15 +218,27 @@ pub fn process_chunk(
         }
         words
     };
+    // A pass that lost every word the previous pass heard (it failed: more audio never
+    // unsays words) leaves the previous words pending, unconfirmed, for the next pass.
+    let failed_pass = recognised && hypothesis.is_empty() && !state.pending.is_empty();
+    let hypothesis = if failed_pass {
+        state.pending.clone()
+    } else {
+        hypothesis
+    };
 
     let commit_all = options.last || endpoint;
-    let mut n = words_to_commit(
-        &state.pending,
-        &hypothesis,
-        window_end_ms,
-        policy.guard_ms,
-        commit_all,
-    );
+    let mut n = if failed_pass && !commit_all {
+        0
+    } else {
+        words_to_commit(
+            &state.pending,
+            &hypothesis,
+            window_end_ms,
+            policy.guard_ms,
+            commit_all,
+        )
+    };
     // Pauses the VAD hears inside the window, in stream time.
     let pauses: Vec<(u64, u64)> = speech
         .pauses_ms(MIN_CUT_PAUSE_MS)
@@ -275,11 +289,9 @@ pub fn process_chunk(
         // the VAD hears after the last final word (a pass that returned nothing for it, a
         // loop cut out, a hallucination guard), stay in the tail. Only the tail cap below
         // drops audio, after its words were committed as heard.
-        let heard_until = n
-            .checked_sub(1)
-            .map_or(state.committed_until_ms, |i| {
-                hypothesis[i].end_ms.max(state.committed_until_ms)
-            });
+        let heard_until = n.checked_sub(1).map_or(state.committed_until_ms, |i| {
+            hypothesis[i].end_ms.max(state.committed_until_ms)
+        });
         let unheard = unheard_speech(&speech, window_start_ms, heard_until)
             .filter(|at| window_end_ms.saturating_sub(*at) <= policy.soft_tail_ms);
         let keep_from = hypothesis

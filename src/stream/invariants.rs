@@ -1,0 +1,290 @@
+//! The policy's promise, tested through `process_chunk` with a scripted engine: every word
+//! that appeared in a hypothesis becomes final exactly once (or is still pending), whatever
+//! the passes do — return nothing, loop, stop early, be cut inside a word, or leave the
+//! tail at its cap. The audio is real speech (pocketsphinx's LibriVox reader), so the VAD
+//! sees what it sees in service; the script's words are laid on its speech, ~300 ms each.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use super::*;
+use crate::asr::{ModelInfo, Segment, Transcript, Word};
+
+/// What a scripted pass does wrong.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fault {
+    /// No words at all.
+    Nothing,
+    /// The first half of its words, then a phrase looped into one instant.
+    Loop,
+    /// The first half of its words, then Whisper's loop was cut out (`unreliable_from`).
+    CutLoop,
+    /// A decoder that stopped early: the words of the first third of the window.
+    StopsEarly,
+}
+
+/// An engine that "hears" the script's words lying inside the window it is given.
+struct ScriptedEngine {
+    /// The stream's words: (name, start ms, end ms).
+    words: Vec<(String, u64, u64)>,
+    /// Stream time of the window the next call gets (the test sets it from the state).
+    window_start_ms: AtomicU64,
+    /// Faults by call number.
+    faults: BTreeMap<usize, Fault>,
+    calls: AtomicUsize,
+    /// Every script word some pass returned.
+    heard: Mutex<Vec<String>>,
+    info: ModelInfo,
+}
+
+impl Transcriber for ScriptedEngine {
+    fn transcribe(&self, samples: &[f32], _: &DecodeOptions) -> Result<Transcript, AsrError> {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst);
+        let start = self.window_start_ms.load(Ordering::SeqCst);
+        let end = start + to_ms(samples.len() as u64);
+        let secs = |ms: u64| (ms - start) as f64 / 1000.0;
+        // A word cut by the window's start is not heard; one cut by its end is heard short.
+        let mut words: Vec<Word> = self
+            .words
+            .iter()
+            .filter(|(_, s, _)| *s >= start && *s + 50 < end)
+            .map(|(name, s, e)| Word {
+                word: name.clone(),
+                start: secs(*s),
+                end: secs((*e).min(end)),
+                probability: 0.9,
+            })
+            .collect();
+        let mut unreliable_from = None;
+        match self.faults.get(&call) {
+            Some(Fault::Nothing) => words.clear(),
+            Some(Fault::Loop) => {
+                words.truncate(words.len() / 2);
+                let at = words.last().map_or(0.0, |w| w.end);
+                for i in 0..4 {
+                    words.push(Word {
+                        word: format!("loop{i}"),
+                        start: at,
+                        end: at,
+                        probability: 0.9,
+                    });
+                }
+            }
+            Some(Fault::CutLoop) => {
+                words.truncate(words.len() / 2);
+                unreliable_from = Some(words.last().map_or(0.0, |w| w.end));
+            }
+            Some(Fault::StopsEarly) => {
+                let limit = samples.len() as f64 / 16_000.0 / 3.0;
+                words.retain(|w| w.end <= limit);
+            }
+            None => {}
+        }
+        let mut heard = self.heard.lock().unwrap();
+        heard.extend(
+            words
+                .iter()
+                .filter(|w| w.word.starts_with('w'))
+                .map(|w| w.word.clone()),
+        );
+        let segments = if words.is_empty() {
+            Vec::new()
+        } else {
+            vec![Segment {
+                text: words
+                    .iter()
+                    .map(|w| w.word.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                start: words[0].start,
+                end: words.last().map_or(0.0, |w| w.end),
+                confidence: 0.9,
+                no_speech_probability: 0.0,
+                avg_logprob: -0.2,
+                words,
+            }]
+        };
+        Ok(Transcript {
+            segments,
+            language: Some("en".into()),
+            unreliable_from,
+        })
+    }
+
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+}
+
+/// LibriVox speech with pauses of several lengths between the utterances.
+fn speech() -> Vec<f32> {
+    let dir = std::path::Path::new("/usr/share/pocketsphinx/test/data/librivox");
+    let mut audio = Vec::new();
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .expect("pocketsphinx-testdata (scripts/install-deps.sh --test)")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "wav"))
+        .collect();
+    paths.sort();
+    for (i, path) in paths.iter().enumerate() {
+        let bytes = std::fs::read(path).unwrap();
+        let limits = crate::audio::DecodeLimits { max_seconds: 600.0 };
+        let decoded = crate::audio::decode_chunk(&bytes, Some("audio/wav"), limits).unwrap();
+        audio.extend(decoded.samples);
+        audio.extend(std::iter::repeat_n(0.0, [4_800, 19_200, 1_600][i % 3]));
+    }
+    audio
+}
+
+/// Pseudo-words of ~300 ms over the VAD's speech runs.
+fn script(audio: &[f32]) -> Vec<(String, u64, u64)> {
+    let map = SpeechMap::of(audio);
+    let total = to_ms(audio.len() as u64);
+    let speech_end = total - (map.trailing_silence_seconds() * 1000.0) as u64;
+    let mut runs = Vec::new();
+    let mut from = map.speech_onset_after(0).unwrap();
+    for (start, end) in map.pauses_ms(MIN_CUT_PAUSE_MS) {
+        runs.push((from, start));
+        from = end;
+    }
+    runs.push((from, speech_end));
+    let mut words = Vec::new();
+    for (start, end) in runs {
+        let n = ((end - start) as f64 / 300.0).round().max(1.0) as u64;
+        let step = (end - start) / n;
+        for k in 0..n {
+            let s = start + k * step;
+            words.push((format!("w{}", words.len()), s, s + step.saturating_sub(20)));
+        }
+    }
+    words
+}
+
+/// Streams the audio in 2 s chunks (the last one marked last when `last`) through the
+/// policy; the final words in order and the state at the end.
+fn stream(engine: &ScriptedEngine, audio: &[f32], last: bool) -> (Vec<String>, StreamState) {
+    let policy = StreamPolicy::default();
+    let mut state = StreamState::default();
+    let mut finals = Vec::new();
+    let chunks: Vec<&[f32]> = audio.chunks(32_000).collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        engine
+            .window_start_ms
+            .store(to_ms(state.tail_start), Ordering::SeqCst);
+        let options = ChunkOptions {
+            last: last && i + 1 == chunks.len(),
+            ..ChunkOptions::default()
+        };
+        let (next, outcome) = process_chunk(engine, None, state, chunk, &options, &policy).unwrap();
+        finals.extend(
+            outcome
+                .segments
+                .iter()
+                .flat_map(|s| s.words.iter().map(|w| w.text.clone())),
+        );
+        state = next;
+    }
+    (finals, state)
+}
+
+fn engine(audio: &[f32], faults: &[(usize, Fault)]) -> ScriptedEngine {
+    ScriptedEngine {
+        words: script(audio),
+        window_start_ms: AtomicU64::new(0),
+        faults: faults.iter().copied().collect(),
+        calls: AtomicUsize::new(0),
+        heard: Mutex::new(Vec::new()),
+        info: ModelInfo {
+            name: "scripted".into(),
+            path: String::new(),
+            size_bytes: 0,
+            engine: "test".into(),
+            multilingual: false,
+        },
+    }
+}
+
+/// Every heard word final exactly once and in order (or still pending when `pending` is
+/// given), and nothing final that the script does not hold.
+fn assert_every_heard_word_once(engine: &ScriptedEngine, finals: &[String], pending: &[TimedWord]) {
+    let mut seen = std::collections::BTreeSet::new();
+    for w in finals {
+        assert!(
+            w.starts_with('w'),
+            "a hallucination became final: {w} in {finals:?}"
+        );
+        assert!(seen.insert(w.clone()), "{w} final twice: {finals:?}");
+    }
+    let index = |w: &str| w[1..].parse::<usize>().unwrap();
+    assert!(
+        finals.windows(2).all(|p| index(&p[0]) < index(&p[1])),
+        "final words out of order: {finals:?}"
+    );
+    let pending: Vec<&str> = pending.iter().map(|w| w.text.as_str()).collect();
+    for w in engine.heard.lock().unwrap().iter() {
+        assert!(
+            seen.contains(w) || pending.contains(&w.as_str()),
+            "{w} appeared in a hypothesis and was lost: finals {finals:?}, pending {pending:?}"
+        );
+    }
+}
+
+#[test]
+fn a_clean_stream_finalises_every_word_once() {
+    let audio = speech();
+    let engine = engine(&audio, &[]);
+    let (finals, state) = stream(&engine, &audio, true);
+    assert_every_heard_word_once(&engine, &finals, &[]);
+    assert_eq!(finals.len(), engine.words.len(), "{finals:?}");
+    assert!(state.pending.is_empty());
+}
+
+#[test]
+fn bad_passes_lose_no_word() {
+    let audio = speech();
+    let cases: Vec<(&str, Vec<(usize, Fault)>)> = vec![
+        ("a pass that returns nothing", vec![(3, Fault::Nothing)]),
+        (
+            "passes that return nothing, twice",
+            vec![(4, Fault::Nothing), (5, Fault::Nothing)],
+        ),
+        ("a looping pass", vec![(2, Fault::Loop), (6, Fault::Loop)]),
+        (
+            "a loop cut out",
+            vec![(3, Fault::CutLoop), (7, Fault::CutLoop)],
+        ),
+        (
+            "a decoder that stops early",
+            vec![(2, Fault::StopsEarly), (5, Fault::StopsEarly)],
+        ),
+    ];
+    for (what, faults) in cases {
+        let engine = engine(&audio, &faults);
+        let (finals, _) = stream(&engine, &audio, true);
+        assert_every_heard_word_once(&engine, &finals, &[]);
+        assert_eq!(
+            finals.len(),
+            engine.words.len(),
+            "{what}: every word is heard again later and final: {finals:?}"
+        );
+    }
+}
+
+#[test]
+fn at_the_tail_cap_heard_words_are_committed_not_dropped() {
+    // Six failed passes in a row: the tail outgrows its 10 s cap while passes say nothing.
+    let audio = speech();
+    let faults: Vec<(usize, Fault)> = (2..8).map(|c| (c, Fault::Nothing)).collect();
+    let engine = engine(&audio, &faults);
+    let (finals, _) = stream(&engine, &audio, true);
+    assert_every_heard_word_once(&engine, &finals, &[]);
+}
+
+#[test]
+fn without_a_last_chunk_every_heard_word_is_final_or_pending() {
+    let audio = speech();
+    let engine = engine(&audio, &[(3, Fault::Loop), (5, Fault::Nothing)]);
+    let (finals, state) = stream(&engine, &audio, false);
+    assert_every_heard_word_once(&engine, &finals, &state.pending);
+}
