@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the benchmarks: prepis against faster-whisper on the same audio, in one run.
-#   bench/run.sh [latency|live|stream|window|speakers]...   (default: latency live stream window speakers)
+#   bench/run.sh [latency|live|stream|window|speakers|accuracy]...   (default: latency live stream window speakers)
 # Installs the baseline (PyPI faster-whisper 1.2.1) and the speech fixtures (Debian) if needed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +23,7 @@ for what in "${@:-latency live stream window speakers}"; do
   for w in $what; do
     case "$w" in
       speakers) "$venv/bin/python" bench/speakers.py run ;;
+      accuracy) "$venv/bin/python" bench/accuracy.py run test tune ;;
       *) "$venv/bin/python" bench/compare.py "$w" ;;
     esac
   done

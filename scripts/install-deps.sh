@@ -12,7 +12,7 @@ set -euo pipefail
 
 packages=(cmake g++ make pkg-config libopus-dev python3 python3-pip)
 if [[ "${1:-}" == "--test" ]]; then
-  packages+=(pocketsphinx-testdata redis-server nginx-light chromium nodejs npm unzip)
+  packages+=(pocketsphinx-testdata asterisk-core-sounds-en asterisk-core-sounds-en-wav redis-server nginx-light chromium nodejs npm unzip)
 fi
 
 missing=()

@@ -7,7 +7,10 @@ mod util;
 use base64::Engine as _;
 use prepis::client::{stream_samples, transcript, StreamOptions};
 use serde_json::{json, Value};
-use util::{cards, client, librivox, read_wav_i16, wav_bytes, wer, Server, WavFormat};
+use util::{
+    align, cards, client, librivox, read_wav_i16, resample_linear, wav_bytes, wer, Server,
+    WavFormat,
+};
 
 const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
@@ -335,5 +338,105 @@ fn a_silent_stream_yields_no_text_and_never_runs_whisper() {
     assert!(
         last_context < 1_000,
         "silence must not pile up in the token ({last_context} bytes)"
+    );
+}
+
+/// The first `seconds` of a stream of the evaluation's test half (`bench/eval/streams.json`:
+/// Asterisk prompts with their pauses), at 16 kHz, and its reference.
+fn test_half_stream(name: &str, seconds: f64) -> (Vec<f32>, String) {
+    use std::io::Read as _;
+    let streams: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/bench/eval/streams.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let stream = streams
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap();
+    assert_eq!(stream["split"], "test");
+    let mut texts = String::new();
+    flate2::read::GzDecoder::new(
+        std::fs::File::open("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
+            .expect("asterisk-core-sounds-en (scripts/install-deps.sh --test)"),
+    )
+    .read_to_string(&mut texts)
+    .unwrap();
+    let reference_of = |id: &str| {
+        texts
+            .lines()
+            .find_map(|l| l.strip_prefix(id)?.strip_prefix(": "))
+            .unwrap()
+            .to_string()
+    };
+    let (mut samples, mut reference) = (Vec::new(), Vec::new());
+    for part in stream["parts"].as_array().unwrap() {
+        let id = part[0].as_str().unwrap().strip_prefix("asterisk/").unwrap();
+        let (rate, pcm) = read_wav_i16(
+            &std::path::Path::new("/usr/share/asterisk/sounds/en").join(format!("{id}.wav")),
+        );
+        let pcm: Vec<f32> = pcm.iter().map(|s| *s as f32 / 32768.0).collect();
+        samples.extend(resample_linear(&pcm, rate, 16_000));
+        samples.extend(std::iter::repeat_n(
+            0.0,
+            (part[1].as_f64().unwrap() * 16_000.0) as usize,
+        ));
+        reference.push(reference_of(id));
+        if samples.len() as f64 / 16_000.0 >= seconds {
+            break;
+        }
+    }
+    (samples, reference.join(" "))
+}
+
+#[test]
+fn test_half_speech_streams_as_well_as_offline_and_loses_no_words() {
+    // Prompts with pauses of 0.8-3.5 s: where phrase ends were lost at cut points.
+    let (samples, reference) = test_half_stream("test/ivr-long-pauses", 150.0);
+    let env = [("PREPIS_CONTEXT_KEY", KEY), ("PREPIS_WORKERS", "1")];
+    let (a, b, c) = (
+        Server::start(&env),
+        Server::start(&env),
+        Server::start(&env),
+    );
+    let streamed = transcript(&stream_through(&[&a, &b, &c], &samples));
+    let wav = wav_bytes(&samples, 16_000, 1, WavFormat::I16, false);
+    let offline: Value = client()
+        .post(a.url("/api/transcribe?language=en"))
+        .header("Content-Type", "audio/wav")
+        .body(wav)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let offline_text = offline["text"].as_str().unwrap();
+    let vs_reference = align(&reference, &streamed);
+    let vs_offline = align(offline_text, &streamed);
+    let offline_wer = wer(&reference, offline_text);
+    let report = format!(
+        "streamed {vs_reference:?}, vs offline {vs_offline:?}, offline WER {offline_wer:.3}\n\
+         streamed: {streamed}\noffline: {offline_text}"
+    );
+    assert!(offline_wer <= 0.08, "{report}");
+    assert!(
+        vs_reference.wer() <= offline_wer + 0.02,
+        "streamed as well as offline: {report}"
+    );
+    assert!(
+        vs_reference.rate(vs_reference.deleted) <= 0.01,
+        "lost words: {report}"
+    );
+    assert!(
+        vs_offline.rate(vs_offline.deleted) <= 0.01,
+        "lost against offline: {report}"
+    );
+    assert!(
+        vs_reference.rate(vs_reference.duplicated) <= 0.005,
+        "duplicated: {report}"
     );
 }

@@ -2,7 +2,7 @@
 //! `StreamState`, carried by the client (sealed token) or in Redis, and one call of
 //! `process_chunk` turns (state, new audio) into (new state, final segments, partial).
 //!
-//! The policy, per chunk (see `shared/docs/streaming.md`): window = uncommitted tail + new
+//! The policy, per chunk (see `docs/streaming.md`): window = uncommitted tail + new
 //! audio; VAD; no speech and nothing pending → no Whisper call; otherwise Whisper on the
 //! window, prompted with recent committed text only; LocalAgreement-2 with a guard band;
 //! commit everything at a VAD endpoint or on the final chunk; force-commit when the tail

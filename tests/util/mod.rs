@@ -317,6 +317,70 @@ pub fn wer(reference: &str, hypothesis: &str) -> f64 {
     prev[h.len()] as f64 / r.len() as f64
 }
 
+/// What aligning a hypothesis to its reference finds, in words.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Alignment {
+    pub reference_words: usize,
+    pub substituted: usize,
+    /// Reference words aligned to nothing: lost.
+    pub deleted: usize,
+    /// Inserted words equal to a neighbour: a word said once, shown twice.
+    pub duplicated: usize,
+    /// Other inserted words: made up.
+    pub inserted: usize,
+}
+
+impl Alignment {
+    pub fn rate(&self, count: usize) -> f64 {
+        count as f64 / self.reference_words.max(1) as f64
+    }
+    pub fn wer(&self) -> f64 {
+        self.rate(self.substituted + self.deleted + self.duplicated + self.inserted)
+    }
+}
+
+/// Levenshtein alignment of the normalised words of `hypothesis` to `reference`.
+pub fn align(reference: &str, hypothesis: &str) -> Alignment {
+    let (r, h) = (normalise(reference), normalise(hypothesis));
+    let mut d = vec![vec![0usize; h.len() + 1]; r.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=h.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=r.len() {
+        for j in 1..=h.len() {
+            let sub = d[i - 1][j - 1] + usize::from(r[i - 1] != h[j - 1]);
+            d[i][j] = sub.min(d[i - 1][j] + 1).min(d[i][j - 1] + 1);
+        }
+    }
+    let mut out = Alignment {
+        reference_words: r.len(),
+        ..Alignment::default()
+    };
+    let (mut i, mut j) = (r.len(), h.len());
+    while i > 0 || j > 0 {
+        if i > 0 && j > 0 && d[i][j] == d[i - 1][j - 1] + usize::from(r[i - 1] != h[j - 1]) {
+            out.substituted += usize::from(r[i - 1] != h[j - 1]);
+            i -= 1;
+            j -= 1;
+        } else if i > 0 && d[i][j] == d[i - 1][j] + 1 {
+            out.deleted += 1;
+            i -= 1;
+        } else {
+            let neighbour = (j >= 2 && h[j - 2] == h[j - 1]) || (j < h.len() && h[j] == h[j - 1]);
+            if neighbour {
+                out.duplicated += 1;
+            } else {
+                out.inserted += 1;
+            }
+            j -= 1;
+        }
+    }
+    out
+}
+
 /// Reads a WAV file's 16-bit mono samples (test fixtures only).
 pub fn read_wav_i16(path: &Path) -> (u32, Vec<i16>) {
     let bytes = std::fs::read(path).unwrap();
