@@ -45,6 +45,22 @@ impl SpeechMap {
         frames_to_seconds(self.frames.iter().skip(first).filter(|s| **s).count())
     }
 
+    /// Seconds of frames scored as speech between `from_ms` and `to_ms`.
+    pub fn speech_seconds_between(&self, from_ms: u64, to_ms: u64) -> f64 {
+        let (first, last) = (
+            (from_ms as usize * 16) / FRAME,
+            (to_ms as usize * 16).div_ceil(FRAME),
+        );
+        frames_to_seconds(
+            self.frames
+                .iter()
+                .take(last)
+                .skip(first)
+                .filter(|s| **s)
+                .count(),
+        )
+    }
+
     /// Seconds of frames scored as speech.
     pub fn speech_seconds(&self) -> f64 {
         self.speech_seconds_from(0)

@@ -218,9 +218,20 @@ pub fn process_chunk(
         }
         words
     };
-    // A pass that lost every word the previous pass heard (it failed: more audio never
-    // unsays words) leaves the previous words pending, unconfirmed, for the next pass.
-    let failed_pass = recognised && hypothesis.is_empty() && !state.pending.is_empty();
+    // A pass that lost every word the previous pass heard over speech (it failed: more
+    // audio never unsays words) leaves the previous words pending, unconfirmed, for the next
+    // pass. Words the previous pass made up over silence may go.
+    let pending_over_speech = match (state.pending.first(), state.pending.last()) {
+        (Some(first), Some(last)) if first.start_ms >= window_start_ms => {
+            let (from, to) = (
+                first.start_ms - window_start_ms,
+                last.end_ms - window_start_ms,
+            );
+            speech.speech_seconds_between(from, to) * 1000.0 >= 0.3 * (to - from) as f64
+        }
+        _ => false,
+    };
+    let failed_pass = recognised && hypothesis.is_empty() && pending_over_speech;
     let hypothesis = if failed_pass {
         state.pending.clone()
     } else {
