@@ -267,7 +267,7 @@ def run(halves):
                if s["split"] in halves and only in s["name"]]
     built = build(streams)
     env = {"PREPIS_THREADS": os.environ.get("BENCH_THREADS", "2"), "PREPIS_WORKERS": "1",
-           "PREPIS_LANGUAGE": "en",
+           "PREPIS_LANGUAGE": "en", "PREPIS_MAX_AUDIO_SECONDS": "600",
            # One key for the three instances: any of them opens any stream's token.
            "PREPIS_CONTEXT_KEY": "cHJlcGlzLWFjY3VyYWN5LWJlbmNobWFyay1rZXktMzI="}
     handlers = [Handler(env) for _ in range(3)]

@@ -11,6 +11,7 @@ use whisper_rs::{
 use super::quality::{self, Verdict};
 use super::words::{group_words, TimedToken};
 use super::{AsrError, DecodeOptions, ModelInfo, Segment, Transcriber, Transcript};
+use crate::vad::SpeechMap;
 
 /// Encoder positions per second of audio (Whisper: 1500 for 30 s).
 const POSITIONS_PER_SECOND: f64 = 50.0;
@@ -114,6 +115,8 @@ impl Transcriber for WhisperEngine {
         // The text since the last failed pass conditions the next pass (Whisper's
         // `prompt_reset_since`).
         let mut context_since = 0;
+        // Long audio (more than one pass) is checked against the VAD for passes that gave up.
+        let speech = (samples.len() > PASS_SAMPLES).then(|| SpeechMap::of(samples));
         let mut offset = 0;
         while samples.len() - offset > MIN_PASS_SAMPLES {
             let length = (samples.len() - offset).min(PASS_SAMPLES);
@@ -164,6 +167,24 @@ impl Transcriber for WhisperEngine {
                 looped = verdict.looped,
                 retried,
             );
+            // A decoder that ends its text early with a single timestamp says it heard the
+            // whole piece; where the VAD still hears speech after its last word, it did not
+            // (it gave up): the next pass starts after that word rather than skipping it.
+            // (The last word's end is the segment's end timestamp, stretched over what was
+            // skipped; its DTW start is where it was said.)
+            let last_word_end = pass
+                .segments
+                .iter()
+                .rev()
+                .find_map(|s| s.words.last().map(|w| w.end.min(w.start + 1.0)));
+            if let (None, Some(map), Some(end)) = (pass.stopped_at, &speech, last_word_end) {
+                let end_ms = (end * 1000.0) as u64;
+                let piece_end_ms = ((offset + length) / 16) as u64;
+                let missed = map.speech_seconds_between(end_ms + GAVE_UP_GRACE_MS, piece_end_ms);
+                if offset + length < samples.len() && missed >= GAVE_UP_SPEECH_SECONDS {
+                    pass.stopped_at = Some(((end_ms + 100) * 16) as usize);
+                }
+            }
             let mut pass_segments = pass.segments;
             if verdict.looped {
                 let (kept, removed_from) = quality::remove_loops(pass_segments);
@@ -196,6 +217,9 @@ impl Transcriber for WhisperEngine {
     }
 }
 
+/// Speech after a pass's last word (beyond this grace) that makes it a pass that gave up.
+const GAVE_UP_GRACE_MS: u64 = 500;
+const GAVE_UP_SPEECH_SECONDS: f64 = 1.0;
 /// Longest piece one pass decodes: Whisper's window.
 const PASS_SAMPLES: usize = 30 * 16_000;
 /// What is left after a pass is decoded only if longer than this (whisper.cpp: 100 ms).
