@@ -105,7 +105,7 @@ fn is_crammed(segment: &Segment) -> bool {
 /// The first word that starts a looping repeat: a phrase of 2-12 words said again right
 /// after itself (and a third time, for phrases under 4 words), or one word said 4 times
 /// over. Real speech repeats a word ("no, no") but not a sentence back to back.
-fn first_repeat(words: &[String]) -> Option<usize> {
+fn first_repeat(words: &[String]) -> Option<(usize, usize)> {
     for start in 0..words.len() {
         for k in 1..=12usize {
             let needed = match k {
@@ -114,14 +114,14 @@ fn first_repeat(words: &[String]) -> Option<usize> {
                 _ => 2,
             };
             if start + k * needed > words.len() {
-                break;
+                continue;
             }
             let phrase = &words[start..start + k];
             if phrase.iter().all(String::is_empty) {
                 continue;
             }
             if (1..needed).all(|r| &words[start + r * k..start + (r + 1) * k] == phrase) {
-                return Some(start + k);
+                return Some((start + k, k));
             }
         }
     }
@@ -132,8 +132,11 @@ fn first_repeat(words: &[String]) -> Option<usize> {
 /// that repeat one of the three before go, and inside a segment a phrase said again back to
 /// back is kept once. Returns the segments kept and the time (seconds) of the first thing
 /// removed, from where the pass's text cannot be trusted.
-pub fn remove_loops(segments: Vec<Segment>) -> (Vec<Segment>, Option<f64>) {
-    let mut kept: Vec<Segment> = Vec::new();
+/// `earlier` are the segments before this pass (a pass may repeat what the one before said).
+pub fn remove_loops(segments: Vec<Segment>, earlier: &[Segment]) -> (Vec<Segment>, Option<f64>) {
+    let before = earlier.len().saturating_sub(3);
+    let mut kept: Vec<Segment> = earlier[before..].to_vec();
+    let seeded = kept.len();
     let mut removed_from: Option<f64> = None;
     let mark = |at: f64, removed_from: &mut Option<f64>| {
         *removed_from = Some(removed_from.map_or(at, |r: f64| r.min(at)));
@@ -148,9 +151,32 @@ pub fn remove_loops(segments: Vec<Segment>) -> (Vec<Segment>, Option<f64>) {
             mark(segment.start, &mut removed_from);
             continue;
         }
-        if let Some(cut) = first_repeat(&text) {
-            mark(segment.words[cut].start, &mut removed_from);
-            segment.words.truncate(cut);
+        // Words to drop: the copies of a phrase said back to back, and words recited from
+        // the text just before. The rest of the segment is real speech and stays.
+        let mut drop = vec![false; text.len()];
+        if let Some((first_copy, k)) = first_repeat(&text) {
+            let phrase = &text[first_copy - k..first_copy];
+            let mut at = first_copy;
+            while at + k <= text.len() && &text[at..at + k] == phrase {
+                drop[at..at + k].fill(true);
+                at += k;
+            }
+        }
+        let before: Vec<String> = kept
+            .iter()
+            .flat_map(|s| s.words.iter().map(|w| normalise(&w.word)))
+            .collect();
+        let before = &before[before.len().saturating_sub(RECITAL_LOOKBACK)..];
+        let said: std::collections::HashSet<&[String]> = before.windows(RECITED_WORDS).collect();
+        for (i, run) in text.windows(RECITED_WORDS).enumerate() {
+            if said.contains(run) {
+                drop[i..i + RECITED_WORDS].fill(true);
+            }
+        }
+        if let Some(first) = drop.iter().position(|d| *d) {
+            mark(segment.words[first].start, &mut removed_from);
+            let mut keep = drop.iter().map(|d| !d);
+            segment.words.retain(|_| keep.next().unwrap_or(true));
             segment.text = segment
                 .words
                 .iter()
@@ -163,7 +189,29 @@ pub fn remove_loops(segments: Vec<Segment>) -> (Vec<Segment>, Option<f64>) {
             kept.push(segment);
         }
     }
-    (kept, removed_from)
+    (kept.split_off(seeded), removed_from)
+}
+
+/// Words in a row that, said again from the text just before, make a recital.
+const RECITED_WORDS: usize = 8;
+/// How far back (words) a recital is looked for.
+const RECITAL_LOOKBACK: usize = 40;
+
+/// Whether a pass says again, word for word, 8 words or more of the 40 words said just
+/// before it: a decoder reciting its prompt (phone-menu prompts share phrases, but not
+/// eight words in a row so close together).
+pub fn repeats_earlier(segments: &[Segment], earlier: &[Segment]) -> bool {
+    let before: Vec<String> = earlier
+        .iter()
+        .flat_map(|s| s.words.iter().map(|w| normalise(&w.word)))
+        .collect();
+    let before = &before[before.len().saturating_sub(RECITAL_LOOKBACK)..];
+    let said: std::collections::HashSet<&[String]> = before.windows(RECITED_WORDS).collect();
+    let words: Vec<String> = segments
+        .iter()
+        .flat_map(|s| s.words.iter().map(|w| normalise(&w.word)))
+        .collect();
+    words.windows(RECITED_WORDS).any(|run| said.contains(run))
 }
 
 #[cfg(test)]
@@ -216,19 +264,30 @@ mod tests {
 
     #[test]
     fn loops_are_cut_to_what_was_said_once() {
-        let (kept, from) = remove_loops(vec![
-            segment("To record press 3.", 0.0, 2.0),
-            segment("Thank you for calling. Thank you for calling.", 2.0, 6.0),
-            segment("To record press 3.", 6.0, 6.0),
-            segment("Goodbye.", 6.5, 7.0),
-        ]);
-        let texts: Vec<&str> = kept.iter().map(|s| s.text.as_str()).collect();
-        assert_eq!(
-            texts,
-            ["To record press 3.", "Thank you for calling.", "Goodbye."]
+        let (kept, from) = remove_loops(
+            vec![
+                segment("Thank you for calling. Thank you for calling.", 2.0, 6.0),
+                segment("To record press 3.", 6.0, 6.0),
+                segment("Goodbye.", 6.5, 7.0),
+            ],
+            &[segment("To record press 3.", 0.0, 2.0)],
         );
+        let texts: Vec<&str> = kept.iter().map(|s| s.text.as_str()).collect();
+        assert_eq!(texts, ["Thank you for calling.", "Goodbye."]);
         assert_eq!(from, Some(4.0));
-        let (kept, from) = remove_loops(vec![segment("Just once.", 0.0, 1.0)]);
+        let earlier = [segment(
+            "Please hold while I attempt to connect you with your party.",
+            0.0,
+            3.0,
+        )];
+        let again = [segment(
+            "That pin is invalid. while I attempt to connect you with your party.",
+            30.0,
+            33.0,
+        )];
+        assert!(repeats_earlier(&again, &earlier));
+        assert!(!repeats_earlier(&earlier, &again[..0]));
+        let (kept, from) = remove_loops(vec![segment("Just once.", 0.0, 1.0)], &[]);
         assert_eq!(kept.len(), 1);
         assert_eq!(from, None);
     }

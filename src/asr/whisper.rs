@@ -146,11 +146,16 @@ impl Transcriber for WhisperEngine {
                 language.as_deref(),
                 prompt.as_deref(),
             )?;
-            let mut verdict = Verdict::of(&pass.segments);
+            let judge = |pass: &Pass| {
+                let mut verdict = Verdict::of(&pass.segments);
+                verdict.looped |= quality::repeats_earlier(&pass.segments, &segments);
+                verdict
+            };
+            let mut verdict = judge(&pass);
             let mut retried = false;
             if verdict.failed() && prompt.is_some() {
                 let again = self.pass(samples, offset, length, language.as_deref(), None)?;
-                let again_verdict = Verdict::of(&again.segments);
+                let again_verdict = judge(&again);
                 retried = true;
                 if again_verdict.better_than(&verdict) {
                     (pass, verdict) = (again, again_verdict);
@@ -187,7 +192,7 @@ impl Transcriber for WhisperEngine {
             }
             let mut pass_segments = pass.segments;
             if verdict.looped {
-                let (kept, removed_from) = quality::remove_loops(pass_segments);
+                let (kept, removed_from) = quality::remove_loops(pass_segments, &segments);
                 pass_segments = kept;
                 if let Some(at) = removed_from {
                     unreliable_from.get_or_insert(at);
