@@ -9,7 +9,7 @@
 
 use std::io::Write;
 
-use super::Segment;
+use super::{Segment, Word};
 
 /// Text that compresses better than this is a decoder repeating itself (Whisper's
 /// `compression_ratio_threshold`).
@@ -162,16 +162,10 @@ pub fn remove_loops(segments: Vec<Segment>, earlier: &[Segment]) -> (Vec<Segment
                 at += k;
             }
         }
-        let before: Vec<String> = kept
-            .iter()
-            .flat_map(|s| s.words.iter().map(|w| normalise(&w.word)))
-            .collect();
-        let before = &before[before.len().saturating_sub(RECITAL_LOOKBACK)..];
-        let said: std::collections::HashSet<&[String]> = before.windows(RECITED_WORDS).collect();
-        for (i, run) in text.windows(RECITED_WORDS).enumerate() {
-            if said.contains(run) {
-                drop[i..i + RECITED_WORDS].fill(true);
-            }
+        let before: Vec<&Word> = kept.iter().flat_map(|s| s.words.iter()).collect();
+        let own: Vec<&Word> = segment.words.iter().collect();
+        for i in recited(&own, &before) {
+            drop[i..i + RECITED_WORDS].fill(true);
         }
         if let Some(first) = drop.iter().position(|d| *d) {
             mark(segment.words[first].start, &mut removed_from);
@@ -197,27 +191,43 @@ const RECITED_WORDS: usize = 8;
 /// How far back (words) a recital is looked for.
 const RECITAL_LOOKBACK: usize = 40;
 
-/// Whether a pass says again, word for word, 8 words or more of the 40 words said just
-/// before it: a decoder reciting its prompt (phone-menu prompts share phrases, but not
-/// eight words in a row so close together).
+/// Whether a pass recites its prompt (see `recited`).
 pub fn repeats_earlier(segments: &[Segment], earlier: &[Segment]) -> bool {
-    let before: Vec<String> = earlier
-        .iter()
-        .flat_map(|s| s.words.iter().map(|w| normalise(&w.word)))
-        .collect();
-    let before = &before[before.len().saturating_sub(RECITAL_LOOKBACK)..];
-    let said: std::collections::HashSet<&[String]> = before.windows(RECITED_WORDS).collect();
-    let words: Vec<String> = segments
-        .iter()
-        .flat_map(|s| s.words.iter().map(|w| normalise(&w.word)))
-        .collect();
-    words.windows(RECITED_WORDS).any(|run| said.contains(run))
+    let words: Vec<&Word> = segments.iter().flat_map(|s| s.words.iter()).collect();
+    let before: Vec<&Word> = earlier.iter().flat_map(|s| s.words.iter()).collect();
+    !recited(&words, &before).is_empty()
 }
+
+/// The start of every run of 8 words that says again, word for word, 8 words of the 40
+/// said just before, at a pace no one speaks (over a second a word, or all in an instant):
+/// a decoder reciting its prompt over audio it did not hear. (Speech repeated for real,
+/// a sentence said twice, keeps a speaking pace.)
+fn recited(words: &[&Word], before: &[&Word]) -> Vec<usize> {
+    let before: Vec<String> = before
+        .iter()
+        .skip(before.len().saturating_sub(RECITAL_LOOKBACK))
+        .map(|w| normalise(&w.word))
+        .collect();
+    let said: std::collections::HashSet<&[String]> = before.windows(RECITED_WORDS).collect();
+    let text: Vec<String> = words.iter().map(|w| normalise(&w.word)).collect();
+    text.windows(RECITED_WORDS)
+        .enumerate()
+        .filter(|(i, run)| {
+            let seconds = words[i + RECITED_WORDS - 1].end - words[*i].start;
+            let per_word = seconds / RECITED_WORDS as f64;
+            said.contains(run) && !(RECITAL_MIN_PACE..=RECITAL_MAX_PACE).contains(&per_word)
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Seconds a word at a speaking pace (a recital is outside it).
+const RECITAL_MIN_PACE: f64 = 0.06;
+const RECITAL_MAX_PACE: f64 = 1.0;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::asr::Word;
 
     fn segment(text: &str, start: f64, end: f64) -> Segment {
         let words: Vec<&str> = text.split_whitespace().collect();
@@ -283,9 +293,15 @@ mod tests {
         let again = [segment(
             "That pin is invalid. while I attempt to connect you with your party.",
             30.0,
-            33.0,
+            50.0,
         )];
         assert!(repeats_earlier(&again, &earlier));
+        let said_again = [segment(
+            "That pin is invalid. while I attempt to connect you with your party.",
+            30.0,
+            34.0,
+        )];
+        assert!(!repeats_earlier(&said_again, &earlier));
         assert!(!repeats_earlier(&earlier, &again[..0]));
         let (kept, from) = remove_loops(vec![segment("Just once.", 0.0, 1.0)], &[]);
         assert_eq!(kept.len(), 1);
