@@ -45,6 +45,14 @@ pub struct Segment {
     pub words: Vec<Word>,
 }
 
+impl Segment {
+    /// Rewrites the text from the words, after words were taken out.
+    pub fn retext(&mut self) {
+        let words: Vec<&str> = self.words.iter().map(|w| w.word.as_str()).collect();
+        self.text = words.join(" ");
+    }
+}
+
 /// The engine's answer for one piece of audio.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transcript {

@@ -171,12 +171,7 @@ pub fn remove_loops(segments: Vec<Segment>, earlier: &[Segment]) -> (Vec<Segment
             mark(segment.words[first].start, &mut removed_from);
             let mut keep = drop.iter().map(|d| !d);
             segment.words.retain(|_| keep.next().unwrap_or(true));
-            segment.text = segment
-                .words
-                .iter()
-                .map(|w| w.word.as_str())
-                .collect::<Vec<_>>()
-                .join(" ");
+            segment.retext();
             segment.end = segment.words.last().map_or(segment.start, |w| w.end);
         }
         if !segment.words.is_empty() {

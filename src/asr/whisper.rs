@@ -375,12 +375,7 @@ impl WhisperEngine {
         if produced >= max_tokens.min(MAX_PASS_TOKENS) - 1 && last_two[1].is_some_and(|t| t < eot) {
             let last_word_start = segments.last_mut().and_then(|s: &mut Segment| {
                 let word = s.words.pop()?;
-                s.text = s
-                    .words
-                    .iter()
-                    .map(|w| w.word.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" ");
+                s.retext();
                 Some(word.start)
             });
             if let Some(start) = last_word_start {
