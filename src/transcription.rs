@@ -148,13 +148,7 @@ mod tests {
         Scripted {
             calls: AtomicUsize::new(0),
             answer,
-            info: ModelInfo {
-                name: "scripted".into(),
-                path: String::new(),
-                size_bytes: 0,
-                engine: "test".into(),
-                multilingual: false,
-            },
+            info: ModelInfo::scripted(),
         }
     }
 

@@ -33,6 +33,20 @@ fn long_stream() -> (Vec<f32>, String) {
     (samples, reference.join(" "))
 }
 
+/// The whole audio in one request (English): the offline transcript.
+fn offline_transcript(server: &Server, samples: &[f32]) -> String {
+    let wav = wav_bytes(samples, 16_000, 1, WavFormat::I16, false);
+    let offline: Value = client()
+        .post(server.url("/api/transcribe?language=en"))
+        .header("Content-Type", "audio/wav")
+        .body(wav)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    offline["text"].as_str().unwrap().to_string()
+}
+
 fn stream_through(servers: &[&Server], samples: &[f32]) -> Vec<prepis::client::ChunkReply> {
     let options = StreamOptions {
         urls: servers.iter().map(|s| s.url("/api/transcribe")).collect(),
@@ -80,16 +94,7 @@ fn streamed_transcript_matches_offline_on_one_and_on_three_instances() {
     assert!((final_reply["stream"]["received_until"].as_f64().unwrap() - total).abs() < 0.01);
 
     // Offline: the same model over the whole file in one request.
-    let wav = wav_bytes(&samples, 16_000, 1, WavFormat::I16, false);
-    let offline: Value = client()
-        .post(one.url("/api/transcribe?language=en"))
-        .header("Content-Type", "audio/wav")
-        .body(wav)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let offline_text = offline["text"].as_str().unwrap().to_string();
+    let offline_text = offline_transcript(&one, &samples);
     let (streamed_wer, offline_wer) = (wer(&reference, &streamed), wer(&reference, &offline_text));
     assert!(
         offline_wer <= 0.08,
@@ -405,16 +410,7 @@ fn test_half_speech_streams_as_well_as_offline_and_loses_no_words() {
         Server::start(&env),
     );
     let streamed = transcript(&stream_through(&[&a, &b, &c], &samples));
-    let wav = wav_bytes(&samples, 16_000, 1, WavFormat::I16, false);
-    let offline: Value = client()
-        .post(a.url("/api/transcribe?language=en"))
-        .header("Content-Type", "audio/wav")
-        .body(wav)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let offline_text = offline["text"].as_str().unwrap();
+    let offline_text = &offline_transcript(&a, &samples);
     let vs_reference = align(&reference, &streamed);
     let vs_offline = align(offline_text, &streamed);
     let offline_wer = wer(&reference, offline_text);

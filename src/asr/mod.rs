@@ -79,6 +79,20 @@ pub struct ModelInfo {
     pub multilingual: bool,
 }
 
+#[cfg(test)]
+impl ModelInfo {
+    /// What a scripted test engine reports.
+    pub fn scripted() -> Self {
+        ModelInfo {
+            name: "scripted".into(),
+            path: String::new(),
+            size_bytes: 0,
+            engine: "test".into(),
+            multilingual: false,
+        }
+    }
+}
+
 /// Engine failures (all are server-side problems, never the client's).
 #[derive(Debug, thiserror::Error)]
 pub enum AsrError {

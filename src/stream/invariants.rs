@@ -195,13 +195,7 @@ fn engine(audio: &[f32], faults: &[(usize, Fault)]) -> ScriptedEngine {
         faults: faults.iter().copied().collect(),
         calls: AtomicUsize::new(0),
         heard: Mutex::new(Vec::new()),
-        info: ModelInfo {
-            name: "scripted".into(),
-            path: String::new(),
-            size_bytes: 0,
-            engine: "test".into(),
-            multilingual: false,
-        },
+        info: ModelInfo::scripted(),
     }
 }
 
