@@ -240,6 +240,8 @@ def loops(segments):
 def stream_through(urls, path):
     args = [HANDLER, "stream", str(path), "--chunk", "2", "--language", "en", "--format", "json",
             "--url", ",".join(urls)]
+    if os.environ.get("BENCH_KEEP_AUDIO", "1") == "0":
+        args.append("--no-keep-audio")
     out = subprocess.run(args, capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f"{path}: {out.stderr}")
@@ -280,8 +282,14 @@ def run(halves):
         replies = stream_through(urls, path)
         streamed = " ".join(r["text"] for r in replies if r["text"])
         lags, procs, tokens = [], [], []
+        # Bytes up (the chunk's PCM, the token and the tail sent back) and down (the reply).
+        up = down = 0
         for i, r in enumerate(replies):
             chunk_end = min((i + 1) * 2.0, seconds)
+            before = replies[i - 1] if i else {}
+            up += round((chunk_end - i * 2.0) * 32000) + len(before.get("context") or "")
+            up += 2 * (before.get("stream") or {}).get("tail_samples", 0)
+            down += len(json.dumps(r))
             if r.get("processing_ms") is not None:
                 procs.append(r["processing_ms"])
             if r.get("context"):
@@ -302,6 +310,7 @@ def run(halves):
             "lag": (pct(lags, .5), pct(lags, .95)) if lags else (0, 0),
             "proc": (pct(procs, .5), pct(procs, .95), max(procs)),
             "token": (pct(tokens, .5), max(tokens)) if tokens else (0, 0),
+            "bandwidth": (up / seconds / 1024, down / seconds / 1024),
             "words": len(normalise(reference))})
         details.append(f"{name}: lost {' '.join(vs_ref['lost_words'][:40])}")
         print(f"{name}: streamed {vs_ref['wer'] * 100:.1f} % offline {off['wer'] * 100:.1f} % "
@@ -309,7 +318,10 @@ def run(halves):
     for h in handlers:
         h.stop()
     lines = [
-        "Whisper base, 2 s chunks, three instances round-robin (token mode), "
+        "Whisper base, 2 s chunks, three instances round-robin (token mode, "
+        + ("the service carrying the unconfirmed audio in the token"
+           if os.environ.get("BENCH_KEEP_AUDIO", "1") == "0"
+           else "the client keeping the unconfirmed audio") + "), "
         f"{env['PREPIS_THREADS']} threads, one worker each, language en; "
         "streams and split in `bench/eval/` (`python bench/accuracy.py run test tune`). "
         "Rates are of the reference's words; *vs offline* aligns the streamed text to prepis's "
@@ -320,8 +332,8 @@ def run(halves):
         lines += [f"### {half} half", "",
                   "| stream | min | streamed WER | lost | dup | ins | vs offline: WER / lost | "
                   "offline WER | faster-whisper WER | loops | lag p50 / p95 s | request p50 / p95 / max ms | "
-                  "token p50 / max KB |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "token p50 / max KB | KB/s up / down |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows[half]:
             s, v = r["streamed"], r["vs_offline"]
             lines.append(
@@ -329,7 +341,8 @@ def run(halves):
                 f"{s['dup'] * 100:.2f} % | {s['ins'] * 100:.2f} % | {v['wer'] * 100:.1f} % / {v['lost'] * 100:.2f} % | "
                 f"{r['offline']['wer'] * 100:.1f} % | {r['fw']['wer'] * 100:.1f} % | {r['loops']} | "
                 f"{r['lag'][0]:.2f} / {r['lag'][1]:.2f} | {r['proc'][0]:.0f} / {r['proc'][1]:.0f} / {r['proc'][2]:.0f} | "
-                f"{r['token'][0]:.1f} / {r['token'][1]:.1f} |")
+                f"{r['token'][0]:.1f} / {r['token'][1]:.1f} | "
+                f"{r['bandwidth'][0]:.1f} / {r['bandwidth'][1]:.1f} |")
         words = sum(r["words"] for r in rows[half]) or 1
         mean = lambda key, part: sum(r[part][key] * r["words"] for r in rows[half]) / words  # noqa: E731
         lines += [f"| **all ({half})** | {sum(r['seconds'] for r in rows[half]) / 60:.1f} | "
@@ -337,7 +350,7 @@ def run(halves):
                   f"{mean('dup', 'streamed') * 100:.2f} % | {mean('ins', 'streamed') * 100:.2f} % | "
                   f"{mean('wer', 'vs_offline') * 100:.1f} % / {mean('lost', 'vs_offline') * 100:.2f} % | "
                   f"{mean('wer', 'offline') * 100:.1f} % | {mean('wer', 'fw') * 100:.1f} % | "
-                  f"{sum(r['loops'] for r in rows[half])} | | | |", ""]
+                  f"{sum(r['loops'] for r in rows[half])} | | | | |", ""]
     lines += ["Lost reference words per stream (first 40):", ""] + [f"- {d}" for d in details]
     report(os.environ.get("BENCH_REPORT", "accuracy"), lines)
 

@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::Value;
 
-use prepis::client::{stream_samples, ChunkReply, ClientError, Stream, StreamOptions};
+use prepis::client::{stream_samples, ChunkReply, ClientError, Stream, StreamOptions, PCM_16K};
 use prepis::model::WeightType;
 
 #[derive(Parser)]
@@ -85,6 +85,10 @@ pub struct ClientArgs {
     /// No speaker labels (skips the speaker encoder).
     #[arg(long)]
     pub no_speakers: bool,
+    /// Let the service carry the stream's unconfirmed audio in the context token (larger
+    /// tokens) instead of keeping it here and sending it back with each chunk.
+    #[arg(long)]
+    pub no_keep_audio: bool,
     /// Raw PCM input: sample rate in Hz [default: 16000] (WAV and other containers carry
     /// their own). Live audio on stdin is raw PCM unless it starts with a WAV header; a file
     /// is read as raw PCM when one of --rate, --channels, --encoding is given.
@@ -203,6 +207,7 @@ impl ClientArgs {
             key: self.key.clone(),
             language: self.language.clone(),
             speakers: !self.no_speakers,
+            keep_audio: !self.no_keep_audio,
             ..StreamOptions::default()
         }
     }
@@ -355,15 +360,23 @@ fn stream_stdin(args: &StreamArgs, options: StreamOptions, out: &mut Output) -> 
         let body: Vec<u8> = pending.drain(..take).collect();
         if ended && body.is_empty() && stream.chunks_sent() > 0 {
             // Nothing more: an empty final chunk commits the words still pending.
-            let reply = stream.send(&[], &media_type, true).map_err(describe)?;
+            let reply = stream.send(&[], PCM_16K, true).map_err(describe)?;
             out.reply(&reply);
             break;
         }
         if body.is_empty() {
             return Err("stdin: no audio".into());
         }
-        let reply = stream.send(&body, &media_type, ended).map_err(describe)?;
-        out.reply(&reply);
+        // Converted here to 16 kHz mono, what the service would make of it: this client
+        // keeps the unconfirmed audio and sends it back, so the context carries none.
+        let limits = prepis::audio::DecodeLimits {
+            max_seconds: f64::INFINITY,
+        };
+        let audio = prepis::audio::decode_chunk(&body, Some(&media_type), limits)
+            .map_err(|e| format!("stdin: {e}"))?;
+        for reply in stream.send_samples(&audio.samples, ended).map_err(describe)? {
+            out.reply(&reply);
+        }
         if ended {
             break;
         }

@@ -26,6 +26,9 @@ pub struct StreamOptions {
     pub session_id: Option<String>,
     /// Speaker labels (`diarize=false` when off).
     pub speakers: bool,
+    /// Keep the stream's unconfirmed audio here and send it back with each chunk
+    /// (`keep_audio`), so that the context token carries no audio (16 kHz PCM chunks only).
+    pub keep_audio: bool,
 }
 
 impl Default for StreamOptions {
@@ -39,6 +42,7 @@ impl Default for StreamOptions {
             attempts: 20,
             session_id: None,
             speakers: true,
+            keep_audio: true,
         }
     }
 }
@@ -57,6 +61,12 @@ pub enum ClientError {
         chunk: usize,
         attempts: u32,
         last: String,
+    },
+    #[error("chunk {chunk}: something in front of the service (not prepis) refused the request with {status}: {body}")]
+    FrontDoor {
+        chunk: usize,
+        status: u16,
+        body: String,
     },
     #[error("HTTP client: {0}")]
     Http(String),
@@ -94,18 +104,22 @@ pub fn stream_samples(
             }
         }
         let last = index + 1 == chunks.len();
-        let reply = stream.send(&pcm_s16le(chunk), PCM_16K, last)?;
-        on_reply(&reply);
-        replies.push(reply);
+        for reply in stream.send_samples(chunk, last)? {
+            on_reply(&reply);
+            replies.push(reply);
+        }
     }
     Ok(replies)
 }
 
 /// The media type of 16 kHz mono s16le, what [`pcm_s16le`] makes.
-const PCM_16K: &str = "audio/pcm;rate=16000;encoding=s16le";
+pub const PCM_16K: &str = "audio/pcm;rate=16000;encoding=s16le";
+
+/// Shortest chunk a refused one is split into.
+const MIN_SPLIT_SAMPLES: usize = 4_000;
 
 /// Samples in [-1, 1] as 16-bit little-endian PCM.
-fn pcm_s16le(samples: &[f32]) -> Vec<u8> {
+pub fn pcm_s16le(samples: &[f32]) -> Vec<u8> {
     samples
         .iter()
         .flat_map(|s| ((s.clamp(-1.0, 1.0) * 32767.0) as i16).to_le_bytes())
@@ -118,7 +132,16 @@ pub struct Stream {
     client: reqwest::blocking::Client,
     options: StreamOptions,
     context: Option<String>,
+    /// The unconfirmed audio the service asked back (16-bit PCM), when the client keeps it.
+    tail: Option<Vec<u8>>,
     next: usize,
+}
+
+/// What one request carries besides the audio.
+struct Extras<'a> {
+    last: Option<bool>,
+    tail: Option<&'a [u8]>,
+    keep_audio: bool,
 }
 
 impl Stream {
@@ -131,8 +154,31 @@ impl Stream {
             client,
             options,
             context: None,
+            tail: None,
             next: 0,
         })
+    }
+
+    /// Sends the next chunk of 16 kHz samples. When something in front of the service
+    /// refuses it (a body limit, say), it goes again as two shorter chunks.
+    pub fn send_samples(
+        &mut self,
+        samples: &[f32],
+        last: bool,
+    ) -> Result<Vec<ChunkReply>, ClientError> {
+        match self.send(&pcm_s16le(samples), PCM_16K, last) {
+            Err(ClientError::FrontDoor { status, .. }) if samples.len() >= 2 * MIN_SPLIT_SAMPLES => {
+                eprintln!(
+                    "prepis: something in front of the service refused a {:.1} s chunk ({status}); sending it as two shorter ones",
+                    samples.len() as f64 / 16_000.0
+                );
+                let (first, second) = samples.split_at(samples.len() / 2);
+                let mut replies = self.send_samples(first, false)?;
+                replies.extend(self.send_samples(second, last)?);
+                Ok(replies)
+            }
+            other => other.map(|reply| vec![reply]),
+        }
     }
 
     /// Sends the next chunk (`content_type` names its format; an empty `body` may end the
@@ -144,8 +190,23 @@ impl Stream {
         last: bool,
     ) -> Result<ChunkReply, ClientError> {
         let index = self.next;
-        let reply = self.post(index, body, content_type, Some(last))?;
+        let keeps = self.options.keep_audio
+            && self.options.session_id.is_none()
+            && (content_type == PCM_16K || body.is_empty());
+        let extras = Extras {
+            last: Some(last),
+            tail: self.tail.as_deref(),
+            keep_audio: keeps && index == 0,
+        };
+        let reply = self.post(index, body, content_type, &extras)?;
         self.context = reply.body["context"].as_str().map(str::to_string);
+        // The service says how much of the audio sent so far it needs again.
+        self.tail = reply.body["stream"]["tail_samples"].as_u64().map(|n| {
+            let mut sent = self.tail.take().unwrap_or_default();
+            sent.extend_from_slice(body);
+            let keep = (2 * n as usize).min(sent.len());
+            sent.split_off(sent.len() - keep)
+        });
         self.next += 1;
         Ok(reply)
     }
@@ -161,41 +222,59 @@ impl Stream {
         body: &[u8],
         content_type: &str,
     ) -> Result<ChunkReply, ClientError> {
-        self.post(0, body, content_type, None)
+        let extras = Extras {
+            last: None,
+            tail: None,
+            keep_audio: false,
+        };
+        self.post(0, body, content_type, &extras)
     }
 
+    /// One request, retried as the client contract says. Everything travels in a
+    /// multipart body (the context token too: headers are limited at every front door).
     fn post(
         &self,
         index: usize,
         body: &[u8],
         content_type: &str,
-        last: Option<bool>,
+        extras: &Extras,
     ) -> Result<ChunkReply, ClientError> {
         let options = &self.options;
         let mut last_error = String::new();
         for attempt in 1..=options.attempts {
             // A retry may go to another instance: any of them can continue the stream.
             let url = &options.urls[(index + attempt as usize - 1) % options.urls.len()];
-            let mut request = self
-                .client
-                .post(url)
-                .header("Content-Type", content_type)
-                .body(body.to_vec());
-            if let Some(last) = last {
-                request = request.query(&[("final", if last { "true" } else { "false" })]);
+            let audio = reqwest::blocking::multipart::Part::bytes(body.to_vec())
+                .file_name("chunk")
+                .mime_str(content_type)
+                .map_err(|e| ClientError::Http(e.to_string()))?;
+            let mut form = reqwest::blocking::multipart::Form::new().part("audio_file", audio);
+            if let Some(last) = extras.last {
+                form = form.text("final", if last { "true" } else { "false" });
             }
             if let Some(language) = &options.language {
-                request = request.query(&[("language", language)]);
+                form = form.text("language", language.clone());
             }
             if !options.speakers {
-                request = request.query(&[("diarize", "false")]);
+                form = form.text("diarize", "false");
+            }
+            if extras.keep_audio {
+                form = form.text("keep_audio", "true");
             }
             if let Some(session) = &options.session_id {
-                let seq = (index + 1).to_string();
-                request = request.query(&[("session_id", session.as_str()), ("seq", seq.as_str())]);
+                form = form
+                    .text("session_id", session.clone())
+                    .text("seq", (index + 1).to_string());
             } else if let Some(context) = &self.context {
-                request = request.header("X-Prepis-Context", context);
+                form = form.text("context", context.clone());
             }
+            if let Some(tail) = extras.tail {
+                form = form.part(
+                    "tail",
+                    reqwest::blocking::multipart::Part::bytes(tail.to_vec()).file_name("tail"),
+                );
+            }
+            let mut request = self.client.post(url).multipart(form);
             if let Some(key) = &options.key {
                 // A function key under the Functions host, the API key of a container.
                 request = request
@@ -220,6 +299,15 @@ impl Stream {
                             body,
                             latency: sent.elapsed(),
                             attempts: attempt,
+                        });
+                    }
+                    let from_prepis = serde_json::from_str::<Value>(&text)
+                        .is_ok_and(|v| v["error"]["code"].is_string());
+                    if matches!(status, 413 | 414 | 431) && !from_prepis {
+                        return Err(ClientError::FrontDoor {
+                            chunk: index,
+                            status,
+                            body: text,
                         });
                     }
                     if status == 429 || status == 503 || status >= 500 {

@@ -10,6 +10,8 @@ mod sniff;
 mod symphonia_decode;
 mod timeslice;
 
+pub use pcm::s16le;
+
 pub use sniff::{sniff, Container};
 pub use timeslice::Recording;
 

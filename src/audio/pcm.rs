@@ -103,10 +103,7 @@ pub fn decode(
         ));
     }
     let interleaved: Vec<f32> = match format.encoding {
-        Encoding::S16Le => whole
-            .chunks_exact(2)
-            .map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0)
-            .collect(),
+        Encoding::S16Le => s16le(whole),
         Encoding::S16Be => whole
             .chunks_exact(2)
             .map(|b| i16::from_be_bytes([b[0], b[1]]) as f32 / 32768.0)
@@ -118,6 +115,14 @@ pub fn decode(
     };
     let mono = downmix(&interleaved, format.channels, &mut warnings)?;
     Ok((mono, warnings))
+}
+
+/// 16-bit little-endian samples in [-1, 1) (an odd last byte is not a sample).
+pub fn s16le(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0)
+        .collect()
 }
 
 #[cfg(test)]

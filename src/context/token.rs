@@ -203,6 +203,8 @@ mod tests {
             committed_until_ms: 2_000,
             received_until: 64_000,
             tail: vec![1, 2, 3],
+            client_tail: false,
+            tail_digest: 0,
             tail_words: vec![],
             pending: vec![TimedWord {
                 text: "secret".into(),

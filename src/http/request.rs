@@ -37,6 +37,11 @@ pub struct TranscribeRequest {
     pub max_speakers: Option<u32>,
     /// Speakers the client expects at least (a hint).
     pub min_speakers: Option<u32>,
+    /// The client keeps the stream's unconfirmed audio and sends it back (given on the
+    /// first chunk; the stream keeps it).
+    pub keep_audio: Option<bool>,
+    /// The unconfirmed audio sent back: 16 kHz mono 16-bit little-endian PCM.
+    pub tail: Option<Bytes>,
 }
 
 #[derive(Deserialize)]
@@ -61,6 +66,11 @@ struct JsonRequest {
     max_speakers: Option<u32>,
     #[serde(default)]
     min_speakers: Option<u32>,
+    #[serde(default)]
+    keep_audio: Option<bool>,
+    /// Base64 of the tail's 16-bit PCM.
+    #[serde(default)]
+    tail: Option<String>,
 }
 
 /// Options that may come from the query string.
@@ -80,6 +90,8 @@ pub struct QueryOptions {
     pub min_speakers: Option<String>,
     /// `relabel` (session GET): raw text.
     pub relabel: Option<String>,
+    /// `keep_audio`: raw text, checked when assembled.
+    pub keep_audio: Option<String>,
 }
 
 impl QueryOptions {
@@ -110,6 +122,7 @@ impl QueryOptions {
                 "max_speakers" => options.max_speakers = Some(value),
                 "min_speakers" => options.min_speakers = Some(value),
                 "relabel" => options.relabel = Some(value),
+                "keep_audio" => options.keep_audio = Some(value),
                 _ => {}
             }
         }
@@ -169,6 +182,13 @@ pub async fn parse_transcribe(
             .map(|v| parse_speakers("min_speakers", v))
             .transpose()?;
     }
+    if request.keep_audio.is_none() {
+        request.keep_audio = query
+            .keep_audio
+            .as_deref()
+            .map(|v| parse_bool("keep_audio", v))
+            .transpose()?;
+    }
     if request.session_id.is_none() {
         request.session_id = query.session_id.clone();
     }
@@ -212,8 +232,24 @@ fn parse_json(body: &[u8]) -> Result<TranscribeRequest, ApiError> {
                 format!("field audio is not valid base64: {e}"),
             )
         })?;
+    let tail = parsed
+        .tail
+        .map(|tail| {
+            base64::engine::general_purpose::STANDARD
+                .decode(tail.trim())
+                .map(Bytes::from)
+                .map_err(|e| {
+                    ApiError::bad_request(
+                        "invalid_base64",
+                        format!("field tail is not valid base64: {e}"),
+                    )
+                })
+        })
+        .transpose()?;
     Ok(TranscribeRequest {
         audio: Bytes::from(audio),
+        keep_audio: parsed.keep_audio,
+        tail,
         audio_type: parsed.format,
         language: parsed.language,
         context: parsed.context,
@@ -271,6 +307,10 @@ async fn parse_multipart(content_type: &str, body: Bytes) -> Result<TranscribeRe
                 } else {
                     request.min_speakers = Some(n);
                 }
+            }
+            Some("tail") => request.tail = Some(field.bytes().await.map_err(broken)?),
+            Some("keep_audio") => {
+                request.keep_audio = Some(parse_bool("keep_audio", &text_field(field).await?)?)
             }
             Some("session_id") => request.session_id = Some(text_field(field).await?),
             Some("seq") => request.seq = Some(parse_seq(&text_field(field).await?)?),

@@ -74,6 +74,10 @@ struct StreamOut {
     seq: u64,
     committed_until: f64,
     received_until: f64,
+    /// When the client keeps the unconfirmed audio (`keep_audio`): how many of the last
+    /// 16 kHz samples it sent to send back as `tail` with the next chunk.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tail_samples: Option<u64>,
 }
 
 /// The response body of a successful transcription.
@@ -255,6 +259,9 @@ async fn handle(
     let policy = app.config.stream;
     // Speaker options hold for the stream from the chunk that gave them.
     let mut state = state;
+    if state.seq == 0 && session.is_none() && request.keep_audio == Some(true) {
+        state.client_tail = true;
+    }
     let asked = &mut state.speakers.options;
     if let Some(on) = request.diarize {
         asked.off = !on;
@@ -305,6 +312,24 @@ async fn handle(
             state.recording = recording;
             decoded
         };
+        if state.client_tail && state.seq == 0 && !audio.samples.is_empty() {
+            let (rate, channels) = (audio.source_rate, audio.source_channels);
+            if (rate, channels) != (16_000, 1) {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "keep_audio_format",
+                    format!("keep_audio needs 16 kHz mono chunks (audio/pcm;rate=16000, or 16 kHz mono WAV) that the client can send back as they were; this one is {rate} Hz, {channels} channel(s): convert the chunks, or leave keep_audio off"),
+                ));
+            }
+        }
+        let resent = request.tail.as_deref().map(crate::audio::s16le);
+        let tail = state.tail_audio(resent.as_deref()).map_err(|e| {
+            let code = match e {
+                crate::stream::TailError::Missing(_) => "tail_missing",
+                _ => "tail_mismatch",
+            };
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string())
+        })?;
         let options = ChunkOptions {
             last,
             language,
@@ -314,6 +339,7 @@ async fn handle(
             engine,
             encoder.as_deref(),
             state,
+            &tail,
             &audio.samples,
             &options,
             &policy,
@@ -391,6 +417,7 @@ async fn handle(
             seq: state.seq,
             committed_until: ms_to_s(state.committed_until_ms),
             received_until: samples_to_s(state.received_until),
+            tail_samples: state.client_tail.then(|| state.tail_samples()),
         },
         language: state.language.clone(),
         duration: round3(audio.duration()),

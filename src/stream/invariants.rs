@@ -164,8 +164,23 @@ fn script(audio: &[f32]) -> Vec<(String, u64, u64)> {
 /// Streams the audio in 2 s chunks (the last one marked last when `last`) through the
 /// policy; the final words in order and the state at the end.
 fn stream(engine: &ScriptedEngine, audio: &[f32], last: bool) -> (Vec<String>, StreamState) {
+    stream_keeping(engine, audio, last, false)
+}
+
+/// [`stream`], the client keeping the tail audio (`client_tail`) when `client_keeps`: it
+/// sends back the last `tail_samples` samples it sent, and the state carries no audio.
+fn stream_keeping(
+    engine: &ScriptedEngine,
+    audio: &[f32],
+    last: bool,
+    client_keeps: bool,
+) -> (Vec<String>, StreamState) {
     let policy = StreamPolicy::default();
-    let mut state = StreamState::default();
+    let mut state = StreamState {
+        client_tail: client_keeps,
+        ..StreamState::default()
+    };
+    let mut sent = 0;
     let mut finals = Vec::new();
     let chunks: Vec<&[f32]> = audio.chunks(32_000).collect();
     for (i, chunk) in chunks.iter().enumerate() {
@@ -176,7 +191,12 @@ fn stream(engine: &ScriptedEngine, audio: &[f32], last: bool) -> (Vec<String>, S
             last: last && i + 1 == chunks.len(),
             ..ChunkOptions::default()
         };
-        let (next, outcome) = process_chunk(engine, None, state, chunk, &options, &policy).unwrap();
+        let resent = &audio[sent - state.tail_samples() as usize..sent];
+        let tail = state.tail_audio(client_keeps.then_some(resent)).unwrap();
+        sent += chunk.len();
+        let (next, outcome) =
+            process_chunk(engine, None, state, &tail, chunk, &options, &policy).unwrap();
+        assert_eq!(next.tail.is_empty(), client_keeps || next.tail_samples() == 0);
         finals.extend(
             outcome
                 .segments
@@ -281,4 +301,36 @@ fn without_a_last_chunk_every_heard_word_is_final_or_pending() {
     let engine = engine(&audio, &[(3, Fault::Loop), (5, Fault::Nothing)]);
     let (finals, state) = stream(&engine, &audio, false);
     assert_every_heard_word_once(&engine, &finals, &state.pending);
+}
+
+#[test]
+fn a_tail_the_client_keeps_continues_the_stream_and_is_checked() {
+    let audio = speech();
+    let engine = engine(&audio, &[(3, Fault::Nothing)]);
+    let (finals, _) = stream_keeping(&engine, &audio, true, true);
+    assert_every_heard_word_once(&engine, &finals, &[]);
+    assert_eq!(finals.len(), engine.words.len(), "{finals:?}");
+
+    // Mid-stream: what comes back must be exactly the last samples sent.
+    let engine = engine(&audio, &[]);
+    let (_, state) = stream_keeping(&engine, &audio[..5 * 32_000], false, true);
+    let n = state.tail_samples() as usize;
+    assert!(n > 0, "a stream that ends mid-phrase keeps a tail");
+    let sent = &audio[..5 * 32_000];
+    let tail = &sent[sent.len() - n..];
+    assert_eq!(state.tail_audio(Some(tail)).unwrap(), tail);
+    assert_eq!(
+        state.tail_audio(None),
+        Err(TailError::Missing(n as u64))
+    );
+    assert_eq!(
+        state.tail_audio(Some(&tail[1..])),
+        Err(TailError::Length {
+            got: n as u64 - 1,
+            want: n as u64
+        })
+    );
+    let mut altered = tail.to_vec();
+    altered[n / 2] += 0.01;
+    assert_eq!(state.tail_audio(Some(&altered)), Err(TailError::Mismatch));
 }

@@ -35,9 +35,16 @@ pub struct StreamState {
     pub committed_until_ms: u64,
     /// Stream time (samples) of the end of all audio received.
     pub received_until: u64,
-    /// The audio from `tail_start` on, μ-law at 16 kHz. It may begin with committed words
-    /// (the tail is cut at pauses, so that Whisper never starts inside a sentence).
+    /// The audio from `tail_start` on, μ-law at 16 kHz, when the service keeps it (empty
+    /// when the client does). It may begin with committed words (the tail is cut at pauses,
+    /// so that Whisper never starts inside a sentence).
     pub tail: Vec<u8>,
+    /// The client keeps the tail audio and sends it back with the next chunk (the last
+    /// `received_until - tail_start` samples it sent, as 16-bit PCM): the token then
+    /// carries no audio, only `tail_digest` to check what comes back.
+    pub client_tail: bool,
+    /// SHA-256 (first 8 bytes) of the tail as 16-bit samples, when the client keeps it.
+    pub tail_digest: u64,
     /// Committed words that lie inside the tail (Whisper will hear them again).
     pub tail_words: Vec<TimedWord>,
     /// The previous pass's unconfirmed words.
@@ -124,17 +131,73 @@ pub struct ChunkOutcome {
     pub speaker_ms: u64,
 }
 
-/// Runs the policy for one chunk of 16 kHz mono audio.
+/// Why the tail a client sent back cannot continue its stream.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TailError {
+    #[error("this stream's client keeps its unconfirmed audio: send the last {0} samples you sent (16 kHz 16-bit PCM) as field `tail`")]
+    Missing(u64),
+    #[error("field `tail` holds {got} samples; this stream needs the last {want} samples you sent (16 kHz 16-bit PCM)")]
+    Length { got: u64, want: u64 },
+    #[error("field `tail` is not the audio this stream was sent: send back exactly the last samples of the 16 kHz 16-bit PCM you sent")]
+    Mismatch,
+}
+
+impl StreamState {
+    /// The tail audio the next chunk continues: the state's own, or the one the client
+    /// sent back (`resent`, 16 kHz samples), checked against the state.
+    pub fn tail_audio(&self, resent: Option<&[f32]>) -> Result<Vec<f32>, TailError> {
+        if !self.client_tail {
+            return Ok(tail::decode(&self.tail));
+        }
+        let want = self.tail_samples();
+        let resent = match resent {
+            _ if want == 0 && resent.is_none_or(<[f32]>::is_empty) => return Ok(Vec::new()),
+            Some(resent) => resent,
+            None => return Err(TailError::Missing(want)),
+        };
+        if resent.len() as u64 != want {
+            return Err(TailError::Length {
+                got: resent.len() as u64,
+                want,
+            });
+        }
+        if tail_digest(resent) != self.tail_digest {
+            return Err(TailError::Mismatch);
+        }
+        Ok(resent.to_vec())
+    }
+
+    /// Samples of the tail (what a client that keeps it must send back next).
+    pub fn tail_samples(&self) -> u64 {
+        self.received_until - self.tail_start
+    }
+}
+
+/// The digest of samples as 16-bit PCM (what a client that keeps the tail sent).
+pub fn tail_digest(samples: &[f32]) -> u64 {
+    use sha2::Digest as _;
+    let mut hash = sha2::Sha256::new();
+    for s in samples {
+        hash.update(((s * 32768.0).round().clamp(-32768.0, 32767.0) as i16).to_le_bytes());
+    }
+    let digest = hash.finalize();
+    u64::from_le_bytes(digest[..8].try_into().expect("a SHA-256 digest has 32 bytes"))
+}
+
+/// Runs the policy for one chunk of 16 kHz mono audio, after the stream's `tail` audio
+/// (from [`StreamState::tail_audio`]).
 pub fn process_chunk(
     engine: &dyn Transcriber,
     speaker_encoder: Option<&crate::speaker::SpeakerEncoder>,
     mut state: StreamState,
+    tail: &[f32],
     new_audio: &[f32],
     options: &ChunkOptions,
     policy: &StreamPolicy,
 ) -> Result<(StreamState, ChunkOutcome), AsrError> {
     let window_start = state.tail_start;
-    let mut window = tail::decode(&state.tail);
+    let mut window = Vec::with_capacity(tail.len() + new_audio.len());
+    window.extend_from_slice(tail);
     window.extend_from_slice(new_audio);
     let window_end = window_start + window.len() as u64;
     state.received_until = window_end;
@@ -347,7 +410,12 @@ pub fn process_chunk(
         state.committed_until_ms = state.committed_until_ms.max(last.end_ms);
     }
     let cut_sample = (cut * RATE / 1000).clamp(window_start, window_end);
-    state.tail = tail::encode(&window[(cut_sample - window_start) as usize..]);
+    let kept = &window[(cut_sample - window_start) as usize..];
+    if state.client_tail {
+        state.tail_digest = tail_digest(kept);
+    } else {
+        state.tail = tail::encode(kept);
+    }
     state.tail_start = cut_sample;
     state.pending = pending.clone();
 
