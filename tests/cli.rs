@@ -1,6 +1,7 @@
 //! The command line against the real service: `handler stream` of a file (SRT), of live
 //! raw PCM and of a piped WAV on stdin (JSON lines, replies arrive before the input ends),
-//! `handler transcribe` (WebVTT, and the service's error for non-audio), `--help`.
+//! `handler transcribe` (WebVTT, and the service's error for non-audio), `--help`; all
+//! through the Functions host's front door (Kestrel's limits, `tests/front-door.mjs`).
 
 mod util;
 
@@ -8,7 +9,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Output, Stdio};
 
 use serde_json::Value;
-use util::{librivox, read_wav_i16, resample_linear, wer, Server};
+use util::{librivox, read_wav_i16, resample_linear, wer, FrontDoor, Server};
 
 fn handler() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_handler"));
@@ -103,19 +104,30 @@ fn strip_speaker(text: &str) -> &str {
 #[test]
 fn stream_a_file_as_srt_and_transcribe_one_as_webvtt() {
     let server = Server::start(&[]);
-    let url = server.url("");
+    // Through the Functions host's front door (Kestrel's limits), as users reach it.
+    let door = FrontDoor::start(server.port);
+    let url = door.url("");
     let utterances = librivox();
     let first = &utterances[0];
 
-    let streamed = run(handler()
-        .args(["stream", first.path.to_str().unwrap(), "--url", &url])
-        .args(["--format", "srt", "--language", "en"]));
+    let stream_srt = |url: &str| {
+        run(handler()
+            .args(["stream", first.path.to_str().unwrap(), "--url", url])
+            .args(["--format", "srt", "--language", "en"]))
+    };
+    let streamed = stream_srt(&url);
     assert!(
         streamed.status.success(),
         "{}",
         String::from_utf8_lossy(&streamed.stderr)
     );
     let srt = stdout(&streamed);
+    assert_eq!(door.refusals(), Vec::<String>::new());
+    assert_eq!(
+        stdout(&stream_srt(&server.url(""))),
+        srt,
+        "the same transcript without the front door"
+    );
     let cues = parse_srt(&srt);
     assert!(!cues.is_empty(), "{srt}");
     assert!(
@@ -210,7 +222,8 @@ fn stream_live_raw_pcm_from_stdin() {
             [v[0], v[1], v[0], v[1]]
         })
         .collect();
-    let url = server.url("");
+    let door = FrontDoor::start(server.port);
+    let url = door.url("");
     let mut child = spawn_piped(&[
         "stream",
         "-",
@@ -299,7 +312,8 @@ fn stream_a_piped_wav_from_stdin() {
     for s in &resampled {
         wav.extend_from_slice(&((s * 32767.0) as i16).to_le_bytes());
     }
-    let url = server.url("");
+    let door = FrontDoor::start(server.port);
+    let url = door.url("");
     let mut child = spawn_piped(&["stream", "-", "--url", &url, "--format", "text"]);
     let mut stdin = child.stdin.take().unwrap();
     let writer = std::thread::spawn(move || {
@@ -323,4 +337,31 @@ fn stream_a_piped_wav_from_stdin() {
         words.push(rest.split_once(": ").map_or(rest, |(_, t)| t));
     }
     assert!(wer(&utterance.reference, &words.join(" ")) <= 0.2, "{text}");
+}
+
+/// The test front door answers as the Functions host's Kestrel does: 414 for a request line
+/// over 8 KB, 431 for headers over 32 KB in all, with an empty body (not a prepis error).
+#[test]
+fn the_front_door_refuses_what_kestrel_refuses() {
+    let server = Server::start(&[]);
+    let door = FrontDoor::start(server.port);
+    let client = util::client();
+    let long_url = door.url(&format!("/api/status?x={}", "a".repeat(9_000)));
+    let response = client.get(long_url).send().unwrap();
+    assert_eq!(response.status().as_u16(), 414);
+    assert_eq!(response.text().unwrap(), "");
+    let mut request = client.get(door.url("/api/status"));
+    for i in 0..5 {
+        request = request.header(format!("x-big-{i}"), "t".repeat(7_000));
+    }
+    let response = request.send().unwrap();
+    assert_eq!(response.status().as_u16(), 431);
+    // Under the limits, the request goes through.
+    let response = client
+        .get(door.url("/api/status"))
+        .header("x-big", "t".repeat(7_000))
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(door.refusals().len(), 2, "{:?}", door.refusals());
 }

@@ -68,8 +68,8 @@ fn text(outcome: &[(String, Value)]) -> String {
         .join(" ")
 }
 
-/// A real nginx in front of the instances: round-robin, no affinity, big enough header
-/// buffers for context tokens (see the README's load-balancer notes).
+/// A real nginx in front of the instances: round-robin, no affinity, nginx's default
+/// header limits (see the README's load-balancer notes).
 struct Nginx {
     child: Child,
     port: u16,

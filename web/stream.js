@@ -1,9 +1,18 @@
 // The streaming client: an ordered queue of chunks, sent one at a time with the stream's
-// context token. A chunk is retried (same body, same context: the reply is the same) until
-// it is answered: network errors and 5xx with backoff, 429/503 after the server's
-// Retry-After. Recording goes on meanwhile; chunks wait in the queue.
+// context token, in a multipart body (headers are limited at every front door). A chunk is
+// retried (same body, same context: the reply is the same) until it is answered: network
+// errors and 5xx with backoff, 429/503 after the server's Retry-After. Recording goes on
+// meanwhile; chunks wait in the queue.
+//
+// For 16 kHz PCM chunks the page keeps the stream's unconfirmed audio itself (keep_audio)
+// and sends it back as field `tail` with the next chunk, as much as the last reply's
+// `stream.tail_samples` says: the token then carries no audio and stays small.
+
+import { PCM_TYPE } from './capture.js';
 
 const MAX_BACKOFF_MS = 4000;
+/** A PCM chunk refused by a front door is split down to this many bytes (0.25 s). */
+const MIN_SPLIT_BYTES = 8000;
 
 export class StreamClient {
   /**
@@ -21,6 +30,8 @@ export class StreamClient {
     this.onProgress = o.onProgress || (() => {});
     this.queue = [];
     this.context = null;
+    /** The unconfirmed audio the service asked back (16-bit PCM bytes), when kept here. */
+    this.tail = null;
     this.running = false;
     this.sent = 0;
     this.queued = 0;
@@ -56,6 +67,12 @@ export class StreamClient {
         try {
           reply = await this.send(chunk);
         } catch (e) {
+          if (e instanceof ChunkTooLarge) {
+            // Sent again as two halves, in its place in the queue.
+            this.queue.splice(0, 1, ...halves(chunk));
+            this.queued += 1;
+            continue;
+          }
           if (!(e instanceof ChunkRefused)) throw e;
           // A refused chunk (damaged audio, say) is skipped: the stream goes on from the
           // context it had, and nothing already transcribed is lost.
@@ -66,6 +83,7 @@ export class StreamClient {
         this.onProgress(this.sent, this.queued);
         if (reply) {
           this.context = reply.context ?? this.context;
+          this.tail = keptTail(this.tail, chunk, reply.stream?.tail_samples);
           shift(reply, this.offset);
           this.heard = this.offset + (reply.stream?.received_until ?? 0);
           this.onReply(reply, chunk);
@@ -86,15 +104,18 @@ export class StreamClient {
   async send(chunk) {
     let backoff = 250;
     for (let attempt = 1; ; attempt += 1) {
-      const params = new URLSearchParams({ language: this.language, final: String(chunk.last) });
-      const headers = { 'Content-Type': chunk.type };
-      if (this.context) headers['X-Prepis-Context'] = this.context;
+      const form = new FormData();
+      form.append('audio_file', new Blob([chunk.body], { type: chunk.type }), 'chunk');
+      form.append('language', this.language);
+      form.append('final', String(chunk.last));
+      if (this.context) form.append('context', this.context);
+      else if (chunk.type === PCM_TYPE) form.append('keep_audio', 'true');
+      if (this.context && this.tail) form.append('tail', new Blob([this.tail]), 'tail');
+      const headers = {};
       if (this.apiKey) headers['X-Api-Key'] = this.apiKey;
       let response;
       try {
-        response = await fetch(`${this.api}/api/transcribe?${params}`, {
-          method: 'POST', headers, body: chunk.body,
-        });
+        response = await fetch(`${this.api}/api/transcribe`, { method: 'POST', headers, body: form });
       } catch {
         this.problem(`The service can't be reached; retrying (attempt ${attempt}). Recording continues.`);
         await sleep(backoff);
@@ -121,8 +142,17 @@ export class StreamClient {
         // go on as a new stream, placed after what was heard so far.
         this.problem(`The service could not continue the stream (${message}); continuing as a new one.`, true);
         this.context = null;
+        this.tail = null;
         this.offset = this.heard;
         continue;
+      }
+      if ([413, 414, 431].includes(status) && !reply.error?.code) {
+        // Something in front of the service (not prepis) refused the request's size.
+        if (chunk.type === PCM_TYPE && chunk.body.byteLength >= 2 * MIN_SPLIT_BYTES) {
+          this.problem(`Something in front of the service refused a chunk (${status}); sending it as shorter ones. Recording continues.`);
+          throw new ChunkTooLarge();
+        }
+        throw new ChunkRefused(status, `something in front of the service (not prepis) refused the request (${message})`);
       }
       throw new ChunkRefused(status, message);
     }
@@ -134,6 +164,29 @@ export class ChunkRefused extends Error {
     super(`The service refused the audio (${status}): ${message}`);
     this.status = status;
   }
+}
+
+/** A front door refused the chunk's size: it goes again as shorter chunks. */
+class ChunkTooLarge extends Error {}
+
+/** A PCM chunk cut in two (on a sample boundary); only the second may be the last. */
+function halves(chunk) {
+  const bytes = new Uint8Array(chunk.body);
+  const middle = Math.floor(bytes.length / 4) * 2;
+  return [
+    { ...chunk, body: bytes.slice(0, middle).buffer, last: false },
+    { ...chunk, body: bytes.slice(middle).buffer },
+  ];
+}
+
+/** The audio to send back next: the last `samples` 16-bit samples of what was sent. */
+function keptTail(tail, chunk, samples) {
+  if (!samples || chunk.type !== PCM_TYPE) return null;
+  const body = new Uint8Array(chunk.body);
+  const sent = new Uint8Array((tail ? tail.length : 0) + body.length);
+  if (tail) sent.set(tail);
+  sent.set(body, sent.length - body.length);
+  return sent.slice(Math.max(0, sent.length - 2 * samples));
 }
 
 /** Moves a reply's times by `offset` seconds. */

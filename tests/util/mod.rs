@@ -587,3 +587,62 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("binding a free port")
 }
+
+/// The Functions host's front door (`tests/front-door.mjs`: Kestrel's request-line and
+/// header limits) in front of a handler; killed on drop.
+pub struct FrontDoor {
+    child: Child,
+    pub port: u16,
+    /// Every refusal it made (its stderr lines).
+    pub refusals: Arc<Mutex<Vec<String>>>,
+}
+
+impl FrontDoor {
+    pub fn start(upstream_port: u16) -> FrontDoor {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/front-door.mjs");
+        let mut child = Command::new("node")
+            .arg(script)
+            .arg(upstream_port.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("node (scripts/install-deps.sh --test installs it)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("listening ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("the front door did not start: {line:?}"));
+        let refusals = Arc::new(Mutex::new(Vec::new()));
+        let lines = refusals.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+        FrontDoor {
+            child,
+            port,
+            refusals,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    pub fn refusals(&self) -> Vec<String> {
+        self.refusals.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FrontDoor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
