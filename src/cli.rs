@@ -374,7 +374,10 @@ fn stream_stdin(args: &StreamArgs, options: StreamOptions, out: &mut Output) -> 
         };
         let audio = prepis::audio::decode_chunk(&body, Some(&media_type), limits)
             .map_err(|e| format!("stdin: {e}"))?;
-        for reply in stream.send_samples(&audio.samples, ended).map_err(describe)? {
+        for reply in stream
+            .send_samples(&audio.samples, ended)
+            .map_err(describe)?
+        {
             out.reply(&reply);
         }
         if ended {
@@ -481,12 +484,40 @@ pub fn transcribe(args: TranscribeArgs) -> Result<(), String> {
         _ => "application/octet-stream".to_string(),
     };
     let mut stream = Stream::new(args.client.options()).map_err(|e| e.to_string())?;
-    let reply = stream.transcribe(&bytes, &media_type).map_err(describe)?;
     let mut out = Output::new(args.client.format);
-    out.begin();
-    out.reply(&reply);
+    match stream.transcribe(&bytes, &media_type) {
+        Err(error) if too_long_for_one_request(&error) => {
+            // Too long for one response (or request): streamed instead, the same transcript
+            // in chunks.
+            eprintln!("prepis: {}; streaming it instead", describe(error));
+            let audio = decode_local(&bytes, args.client.raw_file_format())
+                .map_err(|e| format!("{}: {e}", args.file))?;
+            out.live = false;
+            out.begin();
+            stream_samples(&audio, &args.client.options(), |reply| out.reply(reply))
+                .map_err(describe)?;
+        }
+        result => {
+            let reply = result.map_err(describe)?;
+            out.begin();
+            out.reply(&reply);
+        }
+    }
     out.finish();
     Ok(())
+}
+
+/// Whether the service refused a whole recording for its length (stream it instead).
+fn too_long_for_one_request(error: &ClientError) -> bool {
+    match error {
+        ClientError::Rejected { body, .. } => serde_json::from_str::<Value>(body).is_ok_and(|v| {
+            matches!(
+                v["error"]["code"].as_str(),
+                Some("response_too_slow" | "audio_too_long")
+            )
+        }),
+        _ => false,
+    }
 }
 
 /// Decodes a file here, to 16 kHz mono (the service would do the same; sending PCM chunks
@@ -511,7 +542,7 @@ fn describe(error: ClientError) -> String {
             if let (Some(code), Some(message)) =
                 (v["error"]["code"].as_str(), v["error"]["message"].as_str())
             {
-                let hint = if code == "audio_too_long" {
+                let hint = if matches!(code, "audio_too_long" | "response_too_slow") {
                     "\n(hint: `handler stream FILE` sends a recording of any length in chunks)"
                 } else {
                     ""

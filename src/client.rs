@@ -167,7 +167,9 @@ impl Stream {
         last: bool,
     ) -> Result<Vec<ChunkReply>, ClientError> {
         match self.send(&pcm_s16le(samples), PCM_16K, last) {
-            Err(ClientError::FrontDoor { status, .. }) if samples.len() >= 2 * MIN_SPLIT_SAMPLES => {
+            Err(ClientError::FrontDoor { status, .. })
+                if samples.len() >= 2 * MIN_SPLIT_SAMPLES =>
+            {
                 eprintln!(
                     "prepis: something in front of the service refused a {:.1} s chunk ({status}); sending it as two shorter ones",
                     samples.len() as f64 / 16_000.0

@@ -34,6 +34,10 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// `PREPIS_MAX_AUDIO_SECONDS`: longest audio accepted in one request (413 beyond).
     pub max_audio_seconds: f64,
+    /// `PREPIS_RESPONSE_SECONDS`: how long a response may take before the front end cuts it
+    /// (Azure's front end: 230 s). A request whose audio would take longer (by the measured
+    /// speed) is refused at once (422 `response_too_slow`): stream it instead.
+    pub response_seconds: f64,
     /// `PREPIS_LANGUAGE`: language used when a request names none; `auto` detects it.
     pub default_language: Option<String>,
     /// `PREPIS_MIN_WINDOW_SECONDS`: the smallest encoder window; shorter audio is encoded
@@ -130,6 +134,14 @@ impl Config {
         let queue: usize = number(&get, "PREPIS_QUEUE", 0)?;
         let max_body_bytes: usize = number(&get, "PREPIS_MAX_BODY_BYTES", 25 * 1024 * 1024)?;
         let max_audio_seconds: f64 = number(&get, "PREPIS_MAX_AUDIO_SECONDS", 300.0)?;
+        let response_seconds: f64 = number(&get, "PREPIS_RESPONSE_SECONDS", 230.0)?;
+        if !(response_seconds.is_finite() && response_seconds > 0.0) {
+            return Err(ConfigError {
+                name: "PREPIS_RESPONSE_SECONDS",
+                value: response_seconds.to_string(),
+                reason: "must be a positive number of seconds".into(),
+            });
+        }
         let shutdown_drain_seconds: f64 = number(&get, "PREPIS_SHUTDOWN_SECONDS", 20.0)?;
         if !(0.0..=3600.0).contains(&shutdown_drain_seconds) {
             return Err(ConfigError {
@@ -280,6 +292,7 @@ impl Config {
             queue,
             max_body_bytes,
             max_audio_seconds,
+            response_seconds,
             default_language,
             min_window_seconds,
             context_keys,

@@ -23,7 +23,15 @@ struct Counters {
     audio_seconds: f64,
     processing_ms_total: f64,
     processing_histogram: [u64; BUCKETS],
+    /// Processing seconds per audio second of long requests, a moving average.
+    speed: Option<f64>,
 }
+
+/// Requests this long (seconds of audio) or longer measure the speed of long requests.
+const SPEED_MIN_AUDIO_SECONDS: f64 = 10.0;
+/// The speed assumed before any long request was measured (Whisper base on 2 cores takes
+/// ~0.1 s per audio second: this is slow on purpose).
+const SPEED_BEFORE_MEASURING: f64 = 0.5;
 
 /// A point-in-time copy for the status endpoint.
 #[derive(Debug, Clone, Serialize)]
@@ -46,6 +54,7 @@ impl Default for Metrics {
                 audio_seconds: 0.0,
                 processing_ms_total: 0.0,
                 processing_histogram: [0; BUCKETS],
+                speed: None,
             }),
         }
     }
@@ -59,6 +68,15 @@ impl Metrics {
         c.audio_seconds += audio_seconds;
         c.processing_ms_total += processing_ms;
         c.processing_histogram[bucket(processing_ms)] += 1;
+        if audio_seconds >= SPEED_MIN_AUDIO_SECONDS {
+            let speed = processing_ms / 1000.0 / audio_seconds;
+            c.speed = Some(c.speed.map_or(speed, |before| 0.7 * before + 0.3 * speed));
+        }
+    }
+
+    /// Seconds a request of `audio_seconds` is expected to take, by recent long requests.
+    pub fn expected_seconds(&self, audio_seconds: f64) -> f64 {
+        audio_seconds * self.lock().speed.unwrap_or(SPEED_BEFORE_MEASURING)
     }
 
     /// Records a transcription request answered with an error.
@@ -131,5 +149,17 @@ mod tests {
         assert!((s.processing_ms_mean.unwrap() - 505.0).abs() < 1e-9);
         let p95 = s.processing_ms_p95.unwrap();
         assert!((950.0..=1000.0).contains(&p95), "p95 {p95}");
+    }
+
+    #[test]
+    fn long_requests_measure_the_expected_time() {
+        let m = Metrics::default();
+        assert_eq!(m.expected_seconds(100.0), 100.0 * SPEED_BEFORE_MEASURING);
+        m.record_success(2.0, 5_000.0); // a short chunk says nothing about long requests
+        assert_eq!(m.expected_seconds(100.0), 100.0 * SPEED_BEFORE_MEASURING);
+        m.record_success(60.0, 6_000.0);
+        assert!((m.expected_seconds(100.0) - 10.0).abs() < 1e-9);
+        m.record_success(60.0, 60_000.0);
+        assert!((m.expected_seconds(100.0) - 37.0).abs() < 1e-9);
     }
 }

@@ -365,3 +365,59 @@ fn the_front_door_refuses_what_kestrel_refuses() {
     assert_eq!(response.status().as_u16(), 200);
     assert_eq!(door.refusals().len(), 2, "{:?}", door.refusals());
 }
+
+/// A recording that would take longer to transcribe than a response may take (Azure's front
+/// end cuts at 230 s; here PREPIS_RESPONSE_SECONDS=4) is refused at once with 422, and
+/// `handler transcribe` streams it instead: the whole transcript, in chunks.
+#[test]
+fn transcribe_streams_a_file_too_slow_for_one_response() {
+    let server = Server::start(&[("PREPIS_RESPONSE_SECONDS", "4")]);
+    let utterances = librivox();
+    let mut samples = Vec::new();
+    for u in &utterances {
+        let (_, pcm) = read_wav_i16(&u.path);
+        samples.extend(pcm.iter().map(|&s| s as f32 / 32768.0));
+    }
+    let reference: Vec<String> = utterances.iter().map(|u| u.reference.clone()).collect();
+    let wav = util::wav_bytes(&samples, 16_000, 1, util::WavFormat::I16, false);
+    let refused = util::client()
+        .post(server.url("/api/transcribe"))
+        .header("Content-Type", "audio/wav")
+        .body(wav.clone())
+        .send()
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 422);
+    let body: Value = refused.json().unwrap();
+    assert_eq!(body["error"]["code"], "response_too_slow", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("stream"),
+        "{body}"
+    );
+
+    let dir = std::env::temp_dir().join(format!("prepis-cli-slow-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("long.wav");
+    std::fs::write(&file, &wav).unwrap();
+    let door = FrontDoor::start(server.port);
+    let output = run(handler()
+        .args(["transcribe", file.to_str().unwrap(), "--url", &door.url("")])
+        .args(["--format", "text", "--language", "en"]));
+    let _ = std::fs::remove_dir_all(dir);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("streaming it instead"));
+    let text: String = stdout(&output)
+        .lines()
+        .map(|l| l.split_once("] ").map_or(l, |(_, t)| t))
+        .map(|l| l.split_once(": ").map_or(l, |(_, t)| t))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let error = wer(&reference.join(" "), &text);
+    assert!(error <= 0.2, "WER {error}: {text}");
+}

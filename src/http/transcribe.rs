@@ -295,6 +295,9 @@ async fn handle(
     });
     let started = Instant::now();
     let bytes = request.audio.len();
+    // Azure's front end cuts a response after 230 s: refuse at once what would take longer.
+    let seconds_per_audio_second = app.metrics.expected_seconds(1.0);
+    let response_seconds = app.config.response_seconds;
     let job = app.inference.run(move |engine| {
         tracing::debug!(event = "inference_started", seq = state.seq + 1);
         let mut state = state;
@@ -312,6 +315,14 @@ async fn handle(
             state.recording = recording;
             decoded
         };
+        let expected = audio.duration() * seconds_per_audio_second;
+        if expected > RESPONSE_MARGIN * response_seconds {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "response_too_slow",
+                format!("{:.0} s of audio would take about {expected:.0} s to transcribe here, and a response is cut after {response_seconds:.0} s (Azure's front end; PREPIS_RESPONSE_SECONDS): stream it in chunks instead (`handler stream FILE` does; `handler transcribe` falls back to it)", audio.duration()),
+            ));
+        }
         if state.client_tail && state.seq == 0 && !audio.samples.is_empty() {
             let (rate, channels) = (audio.source_rate, audio.source_channels);
             if (rate, channels) != (16_000, 1) {
@@ -456,6 +467,10 @@ async fn handle(
         outcome: summary,
     })
 }
+
+/// The share of the response limit a request may be expected to take (the estimate is a
+/// moving average; the front end's cut is not).
+const RESPONSE_MARGIN: f64 = 0.8;
 
 /// The answer to a retried chunk: the stored reply, byte for byte.
 fn replayed(body: String, seq: u64) -> Reply {

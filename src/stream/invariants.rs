@@ -196,7 +196,10 @@ fn stream_keeping(
         sent += chunk.len();
         let (next, outcome) =
             process_chunk(engine, None, state, &tail, chunk, &options, &policy).unwrap();
-        assert_eq!(next.tail.is_empty(), client_keeps || next.tail_samples() == 0);
+        assert_eq!(
+            next.tail.is_empty(),
+            client_keeps || next.tail_samples() == 0
+        );
         finals.extend(
             outcome
                 .segments
@@ -319,10 +322,7 @@ fn a_tail_the_client_keeps_continues_the_stream_and_is_checked() {
     let sent = &audio[..5 * 32_000];
     let tail = &sent[sent.len() - n..];
     assert_eq!(state.tail_audio(Some(tail)).unwrap(), tail);
-    assert_eq!(
-        state.tail_audio(None),
-        Err(TailError::Missing(n as u64))
-    );
+    assert_eq!(state.tail_audio(None), Err(TailError::Missing(n as u64)));
     assert_eq!(
         state.tail_audio(Some(&tail[1..])),
         Err(TailError::Length {

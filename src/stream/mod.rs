@@ -181,7 +181,11 @@ pub fn tail_digest(samples: &[f32]) -> u64 {
         hash.update(((s * 32768.0).round().clamp(-32768.0, 32767.0) as i16).to_le_bytes());
     }
     let digest = hash.finalize();
-    u64::from_le_bytes(digest[..8].try_into().expect("a SHA-256 digest has 32 bytes"))
+    u64::from_le_bytes(
+        digest[..8]
+            .try_into()
+            .expect("a SHA-256 digest has 32 bytes"),
+    )
 }
 
 /// Runs the policy for one chunk of 16 kHz mono audio, after the stream's `tail` audio
