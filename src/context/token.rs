@@ -18,7 +18,7 @@ use sha2::Sha256;
 use crate::stream::StreamState;
 
 /// The only token version this build writes and reads.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
 
@@ -187,6 +187,7 @@ pub fn open(
 mod tests {
     use super::*;
     use crate::stream::agreement::TimedWord;
+    use crate::stream::TailAudio;
 
     fn keys() -> ContextKeys {
         ContextKeys {
@@ -202,9 +203,7 @@ mod tests {
             tail_start: 32_000,
             committed_until_ms: 2_000,
             received_until: 64_000,
-            tail: vec![1, 2, 3],
-            client_tail: false,
-            tail_digest: 0,
+            tail: TailAudio::MuLaw(vec![1, 2, 3]),
             tail_words: vec![],
             pending: vec![TimedWord {
                 text: "secret".into(),

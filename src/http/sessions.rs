@@ -9,13 +9,12 @@ use warp::reply::Response;
 
 use super::error::ApiError;
 use super::request::{parse_bool, QueryOptions};
-use super::transcribe::redis_unavailable;
+use super::transcribe::{redis_unavailable, session_corrupt};
 use super::{error_response, json_response, App, Incoming};
-use crate::context::sessions::{valid_session_id, SessionStore};
+use crate::context::sessions::{decode_state, valid_session_id, SessionStore};
 use crate::speaker::encoder::{dequantise, DIM};
 use crate::speaker::relabel::{relabel as relabel_prints, RelabelPolicy};
 use crate::speaker::{StreamSpeakerOptions, Voiceprint};
-use crate::stream::StreamState;
 
 /// Answers a GET (transcript) or DELETE (end) for a session.
 pub async fn session_request(app: &App, incoming: &Incoming) -> Response {
@@ -135,13 +134,7 @@ async fn stream_options(
     let Some(stored) = store.load(id).await.map_err(redis_unavailable)? else {
         return Ok(None);
     };
-    postcard::from_bytes::<(u64, StreamState)>(&stored.state)
+    decode_state(&stored.state)
         .map(|(_, state)| Some(state.speakers.options))
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::CONFLICT,
-                "session_corrupt",
-                "the stored session cannot be read; DELETE it and start again",
-            )
-        })
+        .ok_or_else(session_corrupt)
 }

@@ -14,9 +14,9 @@ use super::request::{parse_transcribe, QueryOptions};
 use super::{envelope_response, error_response, json_response, payload, round3, App, Incoming};
 use crate::asr;
 use crate::audio::{self, DecodeLimits};
-use crate::context::sessions::{valid_session_id, Commit};
+use crate::context::sessions::{decode_state, encode_state, valid_session_id, Commit};
 use crate::context::token;
-use crate::stream::{join_words, process_chunk, ChunkOptions, StreamState};
+use crate::stream::{join_words, process_chunk, ChunkOptions, StreamState, TailAudio};
 
 /// One final segment of the response (stream time, seconds).
 #[derive(Debug, Serialize, serde::Deserialize)]
@@ -209,15 +209,9 @@ async fn handle(
                         };
                     }
                 }
-                postcard::from_bytes::<(u64, StreamState)>(&stored.state)
+                decode_state(&stored.state)
                     .map(|(issued, state)| (state, issued))
-                    .map_err(|_| {
-                        ApiError::new(
-                            StatusCode::CONFLICT,
-                            "session_corrupt",
-                            "the stored session cannot be read; DELETE it and start again",
-                        )
-                    })?
+                    .ok_or_else(session_corrupt)?
             }
             None => (
                 StreamState {
@@ -259,8 +253,14 @@ async fn handle(
     let policy = app.config.stream;
     // Speaker options hold for the stream from the chunk that gave them.
     let mut state = state;
-    if state.seq == 0 && session.is_none() && request.keep_audio == Some(true) {
-        state.client_tail = true;
+    if state.seq == 0 {
+        state.tail = if session.is_some() {
+            TailAudio::Pcm16(Vec::new())
+        } else if request.keep_audio == Some(true) {
+            TailAudio::Client { digest: 0 }
+        } else {
+            TailAudio::MuLaw(Vec::new())
+        };
     }
     let asked = &mut state.speakers.options;
     if let Some(on) = request.diarize {
@@ -323,7 +323,7 @@ async fn handle(
                 format!("{:.0} s of audio would take about {expected:.0} s to transcribe here, and a response is cut after {response_seconds:.0} s (Azure's front end; PREPIS_RESPONSE_SECONDS): stream it in chunks instead (`handler stream FILE` does; `handler transcribe` falls back to it)", audio.duration()),
             ));
         }
-        if state.client_tail && state.seq == 0 && !audio.samples.is_empty() {
+        if state.tail.with_client() && state.seq == 0 && !audio.samples.is_empty() {
             let (rate, channels) = (audio.source_rate, audio.source_channels);
             if (rate, channels) != (16_000, 1) {
                 return Err(ApiError::new(
@@ -428,7 +428,7 @@ async fn handle(
             seq: state.seq,
             committed_until: ms_to_s(state.committed_until_ms),
             received_until: samples_to_s(state.received_until),
-            tail_samples: state.client_tail.then(|| state.tail_samples()),
+            tail_samples: state.tail.with_client().then(|| state.tail_samples()),
         },
         language: state.language.clone(),
         duration: round3(audio.duration()),
@@ -445,7 +445,7 @@ async fn handle(
     let body = serde_json::to_string(&response).unwrap_or_default();
 
     if let Some((id, store)) = &session {
-        let blob = postcard::to_stdvec(&(issued_at, &state)).unwrap_or_default();
+        let blob = encode_state(issued_at, &state);
         match store
             .commit(id, stored_seq, state.seq, &blob, &body, &segment_json)
             .await
@@ -488,6 +488,15 @@ fn replayed(body: String, seq: u64) -> Reply {
             replayed: true,
         },
     }
+}
+
+/// 409 for a stored session this build cannot read.
+pub(super) fn session_corrupt() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "session_corrupt",
+        "the stored session cannot be read (damaged, or stored by another version of the service); DELETE it and start again",
+    )
 }
 
 fn session_store(app: &App) -> Result<&crate::context::sessions::SessionStore, ApiError> {

@@ -164,20 +164,21 @@ fn script(audio: &[f32]) -> Vec<(String, u64, u64)> {
 /// Streams the audio in 2 s chunks (the last one marked last when `last`) through the
 /// policy; the final words in order and the state at the end.
 fn stream(engine: &ScriptedEngine, audio: &[f32], last: bool) -> (Vec<String>, StreamState) {
-    stream_keeping(engine, audio, last, false)
+    stream_keeping(engine, audio, last, TailAudio::default())
 }
 
-/// [`stream`], the client keeping the tail audio (`client_tail`) when `client_keeps`: it
+/// [`stream`], the tail kept as `kept` is (empty): with [`TailAudio::Client`] the client
 /// sends back the last `tail_samples` samples it sent, and the state carries no audio.
 fn stream_keeping(
     engine: &ScriptedEngine,
     audio: &[f32],
     last: bool,
-    client_keeps: bool,
+    kept: TailAudio,
 ) -> (Vec<String>, StreamState) {
     let policy = StreamPolicy::default();
+    let client_keeps = kept.with_client();
     let mut state = StreamState {
-        client_tail: client_keeps,
+        tail: kept,
         ..StreamState::default()
     };
     let mut sent = 0;
@@ -197,7 +198,7 @@ fn stream_keeping(
         let (next, outcome) =
             process_chunk(engine, None, state, &tail, chunk, &options, &policy).unwrap();
         assert_eq!(
-            next.tail.is_empty(),
+            next.tail.stored_bytes() == 0,
             client_keeps || next.tail_samples() == 0
         );
         finals.extend(
@@ -310,13 +311,18 @@ fn without_a_last_chunk_every_heard_word_is_final_or_pending() {
 fn a_tail_the_client_keeps_continues_the_stream_and_is_checked() {
     let audio = speech();
     let faulty = engine(&audio, &[(3, Fault::Nothing)]);
-    let (finals, _) = stream_keeping(&faulty, &audio, true, true);
+    let (finals, _) = stream_keeping(&faulty, &audio, true, TailAudio::Client { digest: 0 });
     assert_every_heard_word_once(&faulty, &finals, &[]);
     assert_eq!(finals.len(), faulty.words.len(), "{finals:?}");
 
     // Mid-stream: what comes back must be exactly the last samples sent.
     let clean = engine(&audio, &[]);
-    let (_, state) = stream_keeping(&clean, &audio[..5 * 32_000], false, true);
+    let (_, state) = stream_keeping(
+        &clean,
+        &audio[..5 * 32_000],
+        false,
+        TailAudio::Client { digest: 0 },
+    );
     let n = state.tail_samples() as usize;
     assert!(n > 0, "a stream that ends mid-phrase keeps a tail");
     let sent = &audio[..5 * 32_000];
@@ -333,4 +339,34 @@ fn a_tail_the_client_keeps_continues_the_stream_and_is_checked() {
     let mut altered = tail.to_vec();
     altered[n / 2] += 0.01;
     assert_eq!(state.tail_audio(Some(&altered)), Err(TailError::Mismatch));
+}
+
+#[test]
+fn a_session_keeps_the_same_tail_as_a_client_that_keeps_it() {
+    // 16-bit audio, as clients send it: a Redis session's PCM tail loses nothing of it,
+    // so session and keep_audio streams hear the same windows (a token's μ-law does not).
+    let audio: Vec<f32> = speech()
+        .iter()
+        .map(|s| f32::from(tail::pcm16(*s)) / 32768.0)
+        .collect();
+    let sent = &audio[..5 * 32_000];
+    let (_, client) = stream_keeping(
+        &engine(&audio, &[]),
+        sent,
+        false,
+        TailAudio::Client { digest: 0 },
+    );
+    let n = client.tail_samples() as usize;
+    let resent = &sent[sent.len() - n..];
+    let (_, session) = stream_keeping(
+        &engine(&audio, &[]),
+        sent,
+        false,
+        TailAudio::Pcm16(Vec::new()),
+    );
+    assert!(n > 0);
+    assert_eq!(session.tail_audio(None).unwrap(), resent);
+    assert_eq!(client.tail_audio(Some(resent)).unwrap(), resent);
+    let (_, token) = stream_keeping(&engine(&audio, &[]), sent, false, TailAudio::default());
+    assert_ne!(token.tail_audio(None).unwrap(), resent, "μ-law is lossy");
 }

@@ -35,16 +35,10 @@ pub struct StreamState {
     pub committed_until_ms: u64,
     /// Stream time (samples) of the end of all audio received.
     pub received_until: u64,
-    /// The audio from `tail_start` on, μ-law at 16 kHz, when the service keeps it (empty
-    /// when the client does). It may begin with committed words (the tail is cut at pauses,
-    /// so that Whisper never starts inside a sentence).
-    pub tail: Vec<u8>,
-    /// The client keeps the tail audio and sends it back with the next chunk (the last
-    /// `received_until - tail_start` samples it sent, as 16-bit PCM): the token then
-    /// carries no audio, only `tail_digest` to check what comes back.
-    pub client_tail: bool,
-    /// SHA-256 (first 8 bytes) of the tail as 16-bit samples, when the client keeps it.
-    pub tail_digest: u64,
+    /// The audio from `tail_start` on, or where it is (see [`TailAudio`]). It may begin
+    /// with committed words (the tail is cut at pauses, so that Whisper never starts inside
+    /// a sentence).
+    pub tail: TailAudio,
     /// Committed words that lie inside the tail (Whisper will hear them again).
     pub tail_words: Vec<TimedWord>,
     /// The previous pass's unconfirmed words.
@@ -57,6 +51,52 @@ pub struct StreamState {
     pub recording: Option<crate::audio::Recording>,
     /// The speakers heard so far (voiceprints) and the stream's speaker options.
     pub speakers: crate::speaker::Speakers,
+}
+
+/// Where a stream's unconfirmed audio waits for the next chunk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TailAudio {
+    /// In the context token, as μ-law at 16 kHz (one byte a sample: tokens stay small).
+    MuLaw(Vec<u8>),
+    /// In the Redis session, as 16-bit PCM at 16 kHz (lossless: a session hears the same
+    /// audio as a client that keeps its tail).
+    Pcm16(Vec<u8>),
+    /// With the client (`keep_audio`), which sends back the last
+    /// `received_until - tail_start` samples it sent as 16-bit PCM; the state keeps only
+    /// the SHA-256 (first 8 bytes) of those samples to check what comes back.
+    Client { digest: u64 },
+}
+
+impl Default for TailAudio {
+    fn default() -> Self {
+        Self::MuLaw(Vec::new())
+    }
+}
+
+impl TailAudio {
+    /// The same kind of tail holding `samples` (16 kHz).
+    fn holding(&self, samples: &[f32]) -> Self {
+        match self {
+            Self::MuLaw(_) => Self::MuLaw(tail::encode(samples)),
+            Self::Pcm16(_) => Self::Pcm16(tail::encode_pcm16(samples)),
+            Self::Client { .. } => Self::Client {
+                digest: tail_digest(samples),
+            },
+        }
+    }
+
+    /// Whether the client keeps this tail.
+    pub fn with_client(&self) -> bool {
+        matches!(self, Self::Client { .. })
+    }
+
+    /// Bytes of audio the state itself carries.
+    pub fn stored_bytes(&self) -> usize {
+        match self {
+            Self::MuLaw(bytes) | Self::Pcm16(bytes) => bytes.len(),
+            Self::Client { .. } => 0,
+        }
+    }
 }
 
 /// Tunables of the policy.
@@ -146,9 +186,11 @@ impl StreamState {
     /// The tail audio the next chunk continues: the state's own, or the one the client
     /// sent back (`resent`, 16 kHz samples), checked against the state.
     pub fn tail_audio(&self, resent: Option<&[f32]>) -> Result<Vec<f32>, TailError> {
-        if !self.client_tail {
-            return Ok(tail::decode(&self.tail));
-        }
+        let digest = match &self.tail {
+            TailAudio::MuLaw(bytes) => return Ok(tail::decode(bytes)),
+            TailAudio::Pcm16(bytes) => return Ok(crate::audio::s16le(bytes)),
+            TailAudio::Client { digest } => *digest,
+        };
         let want = self.tail_samples();
         let resent = match resent {
             _ if want == 0 && resent.is_none_or(<[f32]>::is_empty) => return Ok(Vec::new()),
@@ -161,7 +203,7 @@ impl StreamState {
                 want,
             });
         }
-        if tail_digest(resent) != self.tail_digest {
+        if tail_digest(resent) != digest {
             return Err(TailError::Mismatch);
         }
         Ok(resent.to_vec())
@@ -178,7 +220,7 @@ pub fn tail_digest(samples: &[f32]) -> u64 {
     use sha2::Digest as _;
     let mut hash = sha2::Sha256::new();
     for s in samples {
-        hash.update(((s * 32768.0).round().clamp(-32768.0, 32767.0) as i16).to_le_bytes());
+        hash.update(tail::pcm16(*s).to_le_bytes());
     }
     let digest = hash.finalize();
     u64::from_le_bytes(
@@ -415,11 +457,7 @@ pub fn process_chunk(
     }
     let cut_sample = (cut * RATE / 1000).clamp(window_start, window_end);
     let kept = &window[(cut_sample - window_start) as usize..];
-    if state.client_tail {
-        state.tail_digest = tail_digest(kept);
-    } else {
-        state.tail = tail::encode(kept);
-    }
+    state.tail = state.tail.holding(kept);
     state.tail_start = cut_sample;
     state.pending = pending.clone();
 

@@ -1,5 +1,6 @@
-//! Compact storage for the uncommitted audio that travels in the context: G.711 μ-law at
-//! 16 kHz (one byte a sample, ~38 dB SNR, plenty for Whisper), deterministic both ways.
+//! Storage for the uncommitted audio that travels in the context: G.711 μ-law at 16 kHz in
+//! tokens (one byte a sample, ~38 dB SNR, plenty for Whisper, deterministic both ways), and
+//! 16-bit PCM in Redis sessions (lossless).
 
 const BIAS: i32 = 0x84;
 const CLIP: i32 = 32_635;
@@ -10,6 +11,20 @@ pub fn encode(samples: &[f32]) -> Vec<u8> {
         .iter()
         .map(|s| encode_one((s.clamp(-1.0, 1.0) * 32767.0) as i32))
         .collect()
+}
+
+/// Encodes 16 kHz samples in [-1, 1] as 16-bit little-endian PCM (exact for samples that
+/// came from 16-bit PCM; [`crate::audio::s16le`] decodes it).
+pub fn encode_pcm16(samples: &[f32]) -> Vec<u8> {
+    samples
+        .iter()
+        .flat_map(|s| pcm16(*s).to_le_bytes())
+        .collect()
+}
+
+/// One sample in [-1, 1] as a 16-bit PCM value.
+pub fn pcm16(sample: f32) -> i16 {
+    (sample * 32768.0).round().clamp(-32768.0, 32767.0) as i16
 }
 
 /// Decodes μ-law bytes to samples in [-1, 1].
