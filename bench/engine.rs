@@ -33,7 +33,7 @@ fn main() {
     };
     let options = DecodeOptions {
         language: Some("en".into()),
-        prompt: None,
+        ..DecodeOptions::default()
     };
     println!("| window s | ms (median of {rounds}) | words | GFLOP (est.) | GFLOP/s |");
     println!("|---|---|---|---|---|");

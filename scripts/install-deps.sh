@@ -5,14 +5,15 @@
 #   scripts/install-deps.sh            build + run (cmake, g++, libopus, python3 with pip)
 #   scripts/install-deps.sh --test     also what the tests use (real recorded speech, redis-server,
 #                                      nginx, headless chromium and node for the browser tests,
-#                                      and schemathesis from PyPI in a venv under the cache)
+#                                      schemathesis and the OpenAI Python SDK from PyPI in venvs
+#                                      under the cache, the OpenAI TypeScript SDK from npm)
 #   scripts/install-deps.sh --package  what `make package` needs: Rust's musl target (rustup),
 #                                      zig and cargo-zigbuild from PyPI in a venv under the cache
 set -euo pipefail
 
 packages=(cmake g++ make pkg-config libopus-dev python3 python3-pip)
 if [[ "${1:-}" == "--test" ]]; then
-  packages+=(pocketsphinx-testdata asterisk-core-sounds-en asterisk-core-sounds-en-wav redis-server nginx-light chromium nodejs npm unzip)
+  packages+=(pocketsphinx-testdata asterisk-core-sounds-en asterisk-core-sounds-en-wav asterisk-core-sounds-fr asterisk-core-sounds-fr-wav redis-server nginx-light chromium nodejs npm unzip)
 fi
 
 missing=()
@@ -49,6 +50,15 @@ if [[ "${1:-}" == "--test" ]]; then
     python3 -m venv "$tools/schemathesis"
     "$tools/schemathesis/bin/pip" install --quiet schemathesis==4.32.5
   fi
+  # tests/openai.rs runs the official OpenAI SDKs, unmodified: Python's from PyPI in a venv,
+  # TypeScript's from npm (tests/openai/package-lock.json; 6.x, the last line for Node 20).
+  if ! "$tools/openai/bin/python" -c 'import openai, sys; sys.exit(openai.__version__ != "3.60.0")' 2>/dev/null; then
+    echo "install-deps: installing openai 3.60.0 (Python SDK) into $tools/openai"
+    python3 -m venv "$tools/openai"
+    "$tools/openai/bin/pip" install --quiet openai==3.60.0
+  fi
+  root="$(cd "$(dirname "$0")/.." && pwd)"
+  npm ci --prefix "$root/tests/openai" --no-audit --no-fund --silent
 fi
 
 # The release package: a static musl binary, whisper.cpp's C++ compiled by zig (its clang

@@ -37,7 +37,7 @@ rm -rf dist/prepis-functions dist/prepis-functions.zip
 app=dist/prepis-functions
 mkdir -p "$app"
 cp host.json "$app/"
-for function in transcribe status openapi; do
+for function in transcribe status openapi v1; do
   mkdir -p "$app/$function"
   cp "$function/function.json" "$app/$function/"
 done

@@ -2,7 +2,7 @@
 //! and drop what Whisper produces on non-speech (markers such as `[BLANK_AUDIO]`,
 //! segments it itself judges to be no speech).
 
-use crate::asr::{AsrError, DecodeOptions, Segment, Transcriber};
+use crate::asr::{AsrError, DecodeOptions, Progress, Segment, Transcriber};
 use crate::vad::SpeechMap;
 
 /// Less detected speech than this (seconds) and Whisper is not called at all.
@@ -58,18 +58,27 @@ pub fn transcribe_chunk(
     } else {
         samples
     };
-    let transcript = engine.transcribe(heard, options)?;
     // Words that start in that trailing silence are made up, however sure Whisper is.
     let speech_end = samples.len() as f64 / 16_000.0 - trailing + WORD_AFTER_SPEECH_SECONDS;
-    let segments = transcript
-        .segments
-        .into_iter()
-        .filter(is_speech)
-        .filter_map(|mut segment| {
-            segment.words.retain(|w| w.start < speech_end);
-            (!segment.words.is_empty()).then_some(segment)
-        })
-        .collect();
+    let heard_speech = move |segments: Vec<Segment>| -> Vec<Segment> {
+        segments
+            .into_iter()
+            .filter(is_speech)
+            .filter_map(|mut segment| {
+                segment.words.retain(|w| w.start < speech_end);
+                (!segment.words.is_empty()).then_some(segment)
+            })
+            .collect()
+    };
+    // A listener hears each pass as this function will keep it.
+    let mut options = options.clone();
+    if let Some(listener) = options.progress.take() {
+        options.progress = Some(Progress::new(move |pass: &[Segment]| {
+            listener.tell(&heard_speech(pass.to_vec()));
+        }));
+    }
+    let transcript = engine.transcribe(heard, &options)?;
+    let segments = heard_speech(transcript.segments);
     Ok(ChunkTranscript {
         segments,
         language: transcript.language,

@@ -95,6 +95,7 @@ fn the_functions_zip_unpacks_and_serves_both_host_modes() {
         "transcribe/function.json",
         "status/function.json",
         "openapi/function.json",
+        "v1/function.json",
         "handler",
         "models/ggml-base.bin",
         "models/ge2e.safetensors",
@@ -162,6 +163,22 @@ fn the_functions_zip_unpacks_and_serves_both_host_modes() {
         .unwrap();
     let text = text_of(&forwarded);
     assert!(wer(&utterance.reference, &text) <= 0.2, "{forwarded}");
+
+    // The OpenAI API where the host routes it (function v1, route v1/{*path}).
+    let form = reqwest::blocking::multipart::Form::new()
+        .text("model", "whisper-1")
+        .part(
+            "file",
+            reqwest::blocking::multipart::Part::bytes(wav.clone()).file_name("a.wav"),
+        );
+    let openai: Value = client()
+        .post(server.url("/api/v1/audio/transcriptions"))
+        .multipart(form)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(openai["text"].as_str(), Some(text.as_str()), "{openai}");
 
     // The payload envelope (forwarding off): POST /<function name>.
     let envelope = json!({"Data": {"req": {"Url": "http://localhost:7071/api/transcribe",

@@ -17,6 +17,39 @@ pub struct DecodeOptions {
     pub language: Option<String>,
     /// Text that preceded this audio (conditions the decoder); `None` for none.
     pub prompt: Option<String>,
+    /// Whisper's translate task: English text whatever the language spoken (multilingual
+    /// models; an English-only model transcribes).
+    pub translate: bool,
+    /// Sampling temperature; 0 is greedy and deterministic (the default).
+    pub temperature: f32,
+    /// Told each pass's segments as soon as they are final (a long file's text streams).
+    pub progress: Option<Progress>,
+}
+
+/// A listener for segments as the engine finishes them (seconds from the start of the
+/// audio given).
+#[derive(Clone)]
+pub struct Progress(std::sync::Arc<Listener>);
+
+type Listener = dyn Fn(&[Segment]) + Send + Sync;
+
+impl Progress {
+    pub fn new(f: impl Fn(&[Segment]) + Send + Sync + 'static) -> Self {
+        Progress(std::sync::Arc::new(f))
+    }
+
+    /// Tells the listener of `segments` (nothing when there are none).
+    pub fn tell(&self, segments: &[Segment]) {
+        if !segments.is_empty() {
+            (self.0)(segments);
+        }
+    }
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Progress")
+    }
 }
 
 /// A word with its time span (seconds from the start of the audio given).
@@ -108,6 +141,18 @@ pub trait Transcriber: Send + Sync {
     fn transcribe(&self, samples: &[f32], options: &DecodeOptions) -> Result<Transcript, AsrError>;
     /// What was loaded.
     fn info(&self) -> &ModelInfo;
+    /// The model's token ids of `text` (empty where the engine has no tokenizer).
+    fn tokenize(&self, _text: &str) -> Vec<i32> {
+        Vec::new()
+    }
+}
+
+/// Whisper's compression-ratio measure of text (zlib): over 2.4 it repeats itself.
+pub use quality::compression_ratio;
+
+/// The English name Whisper gives a language code (`en` → `english`).
+pub fn language_name(code: &str) -> Option<&'static str> {
+    whisper_rs::get_lang_id(code).and_then(whisper_rs::get_lang_str_full)
 }
 
 /// Whether `code` is a language Whisper knows (`en`, `de`, …).

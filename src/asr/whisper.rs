@@ -103,8 +103,9 @@ impl Transcriber for WhisperEngine {
     /// Every pass is judged as the reference decoder judges it (`quality`): a pass that loops
     /// or is unlikely is decoded once more without the prompt, the better decode is kept, a
     /// loop that remains is cut out (and reported in `unreliable_from`), and the pass after a
-    /// failed one is not conditioned on the text before it. No sampling: the same audio
-    /// gives the same text, and a pass costs at most two decodes.
+    /// failed one is not conditioned on the text before it. No sampling unless the client
+    /// asks for a temperature: the same audio gives the same text, and a pass costs at most
+    /// two decodes. `options.progress` hears each pass's segments once they are final.
     fn transcribe(&self, samples: &[f32], options: &DecodeOptions) -> Result<Transcript, AsrError> {
         let mut segments: Vec<Segment> = Vec::new();
         let mut language = match (&options.language, self.info.multilingual) {
@@ -141,10 +142,10 @@ impl Transcriber for WhisperEngine {
             let prompt = prompt.filter(|p| !p.trim().is_empty());
             let mut pass = self.pass(
                 samples,
-                offset,
-                length,
+                (offset, length),
                 language.as_deref(),
                 prompt.as_deref(),
+                options,
             )?;
             let judge = |pass: &Pass| {
                 let mut verdict = Verdict::of(&pass.segments);
@@ -154,7 +155,13 @@ impl Transcriber for WhisperEngine {
             let mut verdict = judge(&pass);
             let mut retried = false;
             if verdict.failed() && prompt.is_some() {
-                let again = self.pass(samples, offset, length, language.as_deref(), None)?;
+                let again = self.pass(
+                    samples,
+                    (offset, length),
+                    language.as_deref(),
+                    None,
+                    options,
+                )?;
                 let again_verdict = judge(&again);
                 retried = true;
                 if again_verdict.better_than(&verdict) {
@@ -198,6 +205,9 @@ impl Transcriber for WhisperEngine {
                     unreliable_from.get_or_insert(at);
                 }
             }
+            if let Some(progress) = &options.progress {
+                progress.tell(&pass_segments);
+            }
             segments.extend(pass_segments);
             if verdict.failed() {
                 context_since = segments.len();
@@ -219,6 +229,11 @@ impl Transcriber for WhisperEngine {
 
     fn info(&self) -> &ModelInfo {
         &self.info
+    }
+
+    fn tokenize(&self, text: &str) -> Vec<i32> {
+        // A segment's text is far under Whisper's 448-token context.
+        self.context.tokenize(text, 448).unwrap_or_default()
     }
 }
 
@@ -261,10 +276,10 @@ impl WhisperEngine {
     fn pass(
         &self,
         samples: &[f32],
-        offset: usize,
-        length: usize,
+        (offset, length): (usize, usize),
         language: Option<&str>,
         prompt: Option<&str>,
+        options: &DecodeOptions,
     ) -> Result<Pass, AsrError> {
         let failed =
             |what: &str, e: &dyn std::fmt::Display| AsrError::Inference(format!("{what}: {e}"));
@@ -275,7 +290,7 @@ impl WhisperEngine {
         let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
         params.set_n_threads(self.threads as i32);
         params.set_language(Some(language.unwrap_or("auto")));
-        params.set_translate(false);
+        params.set_translate(options.translate && self.info.multilingual);
         params.set_no_context(true);
         params.set_single_segment(true);
         let max_tokens =
@@ -284,9 +299,10 @@ impl WhisperEngine {
         params.set_token_timestamps(true);
         params.set_suppress_blank(true);
         params.set_suppress_nst(true);
-        // Greedy at temperature 0, never redone warmer inside whisper.cpp (five fallback
-        // decodes made one chunk take 6 s): `transcribe` judges the pass and retries it.
-        params.set_temperature(0.0);
+        // Greedy (at temperature 0 unless the client asks for sampling), never redone warmer
+        // inside whisper.cpp (five fallback decodes made one chunk take 6 s): `transcribe`
+        // judges the pass and retries it.
+        params.set_temperature(options.temperature.clamp(0.0, 1.0));
         params.set_temperature_inc(0.0);
         params.set_print_progress(false);
         params.set_print_realtime(false);

@@ -10,10 +10,12 @@
 //! | `GET /api/openapi.json`, `POST /openapi` | the OpenAPI 3.1 document (`openapi.json` here) |
 //! | `POST /api/transcribe` | forwarded HTTP (or container): the request itself |
 //! | `POST /transcribe` | payload mode envelope (or, if the body is no envelope, as above) |
+//! | `POST /v1/audio/transcriptions`, `/v1/audio/translations`, `GET /v1/models` (and under `/api`) | the OpenAI audio API (`openai`) |
 
 mod auth;
 mod cors;
 mod error;
+mod openai;
 mod payload;
 mod request;
 mod sessions;
@@ -59,6 +61,7 @@ pub struct App {
 }
 
 /// The metadata of one incoming request that handlers use.
+#[derive(Clone)]
 struct Incoming {
     method: Method,
     path: String,
@@ -132,12 +135,21 @@ pub fn routes(app: Arc<App>) -> warp::filters::BoxedFilter<(Response,)> {
         .boxed()
 }
 
-async fn dispatch<S, B>(app: &App, incoming: Incoming, body: S) -> Response
+async fn dispatch<S, B>(app: &Arc<App>, incoming: Incoming, body: S) -> Response
 where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf,
 {
-    let path = incoming.path.trim_end_matches('/');
+    let path = incoming.path.trim_end_matches('/').to_string();
+    let path = path.as_str();
+    // The OpenAI API: `/v1/…` directly, `/api/v1/…` through the Functions host.
+    let v1 = path
+        .strip_prefix("/api")
+        .unwrap_or(path)
+        .strip_prefix("/v1");
+    if let Some(rest) = v1.filter(|r| r.is_empty() || r.starts_with('/')) {
+        return openai::dispatch(app, incoming.clone(), rest, body).await;
+    }
     match (&incoming.method, path) {
         (&Method::GET | &Method::HEAD, "") if !web::wants_page(incoming.accept.as_deref()) => {
             json_response(StatusCode::OK, &status::probe(app), &[])
@@ -172,6 +184,7 @@ where
             if !incoming.admitted =>
         {
             app.metrics.record_failure();
+            discard_body(app, body, incoming.content_length).await;
             let mut response = error_response(&auth::refused(), false);
             response
                 .headers_mut()
@@ -224,7 +237,7 @@ where
             let e = ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                "no such endpoint: use POST /api/transcribe or GET /api/status",
+                "no such endpoint: use POST /api/transcribe, GET /api/status, or the OpenAI API under /v1",
             );
             error_response(&e, false)
         }
@@ -284,6 +297,23 @@ where
         }
     }
     Ok(buffer.freeze())
+}
+
+/// Reads and drops the body of a request refused before it was read, so that a client still
+/// sending it reads the refusal instead of a broken connection.
+async fn discard_body<S, B>(app: &App, body: S, declared: Option<usize>)
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send,
+    B: Buf,
+{
+    let timeout = std::time::Duration::from_secs_f64(app.config.read_timeout_seconds);
+    let _ = read_body(
+        body,
+        declared,
+        envelope_limit(app.config.max_body_bytes),
+        timeout,
+    )
+    .await;
 }
 
 /// Reads and drops the rest of a refused body (up to 4 × `limit`).

@@ -42,7 +42,15 @@ pub struct TranscribeRequest {
     pub keep_audio: Option<bool>,
     /// The unconfirmed audio sent back: 16 kHz mono 16-bit little-endian PCM.
     pub tail: Option<Bytes>,
+    /// Text the speech continues (vocabulary, spellings, style): Whisper's initial prompt,
+    /// given on the first chunk.
+    pub prompt: Option<String>,
+    /// The multipart body's other text fields, in order (the OpenAI API reads its own).
+    pub other_fields: Vec<(String, String)>,
 }
+
+/// The longest `prompt` (characters); Whisper reads at most 224 tokens of it.
+pub const MAX_PROMPT_CHARS: usize = 1000;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -71,6 +79,8 @@ struct JsonRequest {
     /// Base64 of the tail's 16-bit PCM.
     #[serde(default)]
     tail: Option<String>,
+    #[serde(default)]
+    prompt: Option<String>,
 }
 
 /// Options that may come from the query string.
@@ -92,6 +102,7 @@ pub struct QueryOptions {
     pub relabel: Option<String>,
     /// `keep_audio`: raw text, checked when assembled.
     pub keep_audio: Option<String>,
+    pub prompt: Option<String>,
 }
 
 impl QueryOptions {
@@ -123,6 +134,7 @@ impl QueryOptions {
                 "min_speakers" => options.min_speakers = Some(value),
                 "relabel" => options.relabel = Some(value),
                 "keep_audio" => options.keep_audio = Some(value),
+                "prompt" => options.prompt = Some(value),
                 _ => {}
             }
         }
@@ -192,6 +204,10 @@ pub async fn parse_transcribe(
     if request.session_id.is_none() {
         request.session_id = query.session_id.clone();
     }
+    if request.prompt.is_none() {
+        request.prompt = query.prompt.clone();
+    }
+    request.prompt = checked_prompt(request.prompt.take())?;
     if request.seq.is_none() {
         request.seq = query.seq.as_deref().map(parse_seq).transpose()?;
     }
@@ -248,6 +264,8 @@ fn parse_json(body: &[u8]) -> Result<TranscribeRequest, ApiError> {
         .transpose()?;
     Ok(TranscribeRequest {
         audio: Bytes::from(audio),
+        prompt: parsed.prompt,
+        other_fields: Vec::new(),
         keep_audio: parsed.keep_audio,
         tail,
         audio_type: parsed.format,
@@ -314,6 +332,14 @@ async fn parse_multipart(content_type: &str, body: Bytes) -> Result<TranscribeRe
             }
             Some("session_id") => request.session_id = Some(text_field(field).await?),
             Some("seq") => request.seq = Some(parse_seq(&text_field(field).await?)?),
+            Some("prompt") => request.prompt = Some(text_field(field).await?),
+            Some(name) if field.file_name().is_none() => {
+                // Kept for the API that reads it; a field no API reads may be anything.
+                let name = name.to_string();
+                if let Ok(value) = field.text().await {
+                    request.other_fields.push((name, value.trim().to_string()));
+                }
+            }
             _ => {
                 field.bytes().await.map_err(broken)?;
             }
@@ -329,6 +355,23 @@ async fn parse_multipart(content_type: &str, body: Bytes) -> Result<TranscribeRe
 }
 
 /// `true`/`false` (also `1`/`0`, `yes`/`no`).
+/// A prompt trimmed (empty: none), refused when too long to be read.
+pub(super) fn checked_prompt(prompt: Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(prompt) = prompt
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+    else {
+        return Ok(None);
+    };
+    if prompt.chars().count() > MAX_PROMPT_CHARS {
+        return Err(ApiError::bad_request(
+            "invalid_parameter",
+            format!("prompt is longer than {MAX_PROMPT_CHARS} characters; Whisper reads only its last 224 tokens, so send the words that matter most (names, terms, the text before this audio)"),
+        ));
+    }
+    Ok(Some(prompt))
+}
+
 pub(super) fn parse_bool(name: &str, text: &str) -> Result<bool, ApiError> {
     match text.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" => Ok(true),

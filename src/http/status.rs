@@ -26,7 +26,13 @@ pub fn report(app: &App) -> Value {
         "replica_friendly": true,
         "ready": model.ready && !app.lifecycle.draining(),
         "draining": app.lifecycle.draining(),
-        "endpoints": ["POST /api/transcribe", "GET /api/status"],
+        "endpoints": [
+            "POST /api/transcribe",
+            "GET /api/status",
+            "POST /v1/audio/transcriptions",
+            "POST /v1/audio/translations",
+            "GET /v1/models",
+        ],
         "model": {
             "name": model.info.as_ref().map_or(app.config.model.as_str(), |i| i.name.as_str()),
             "loaded": model.ready,

@@ -10,13 +10,17 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::error::ApiError;
-use super::request::{parse_transcribe, QueryOptions};
+use super::request::{parse_transcribe, QueryOptions, TranscribeRequest};
 use super::{envelope_response, error_response, json_response, payload, round3, App, Incoming};
 use crate::asr;
 use crate::audio::{self, DecodeLimits};
-use crate::context::sessions::{decode_state, encode_state, valid_session_id, Commit};
+use crate::context::sessions::{
+    decode_state, encode_state, valid_session_id, Commit, SessionStore,
+};
 use crate::context::token;
-use crate::stream::{join_words, process_chunk, ChunkOptions, StreamState, TailAudio};
+use crate::stream::{
+    join_words, process_chunk, ChunkOptions, ChunkOutcome, StreamState, TailAudio,
+};
 
 /// One final segment of the response (stream time, seconds).
 #[derive(Debug, Serialize, serde::Deserialize)]
@@ -109,7 +113,7 @@ pub(super) struct Reply {
 }
 
 /// What the log line of a request records.
-struct Outcome {
+pub(super) struct Outcome {
     bytes: usize,
     format: &'static str,
     duration: f64,
@@ -171,6 +175,81 @@ async fn handle(
         return Err(ApiError::body_too_large(app.config.max_body_bytes));
     }
     let request = parse_transcribe(content_type, query, body).await?;
+    match run(app, request, context_header, Decoding::default()).await? {
+        Ran::Replayed(reply) => Ok(reply),
+        Ran::Done(done) => render(app, done).await,
+    }
+}
+
+/// What a request asks of Whisper beyond the stream's options: the OpenAI API's task and
+/// temperature, and a listener for a whole file's text as it is decoded.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Decoding {
+    pub translate: bool,
+    pub temperature: f32,
+    pub progress: Option<asr::Progress>,
+    /// Each final segment's token ids are wanted (`Done::tokens`).
+    pub tokenize: bool,
+}
+
+/// A request the pipeline has run: a retry answered from its stored reply, or the work done.
+pub(super) enum Ran<'a> {
+    Replayed(Reply),
+    Done(Box<Done<'a>>),
+}
+
+/// What one request produced, before any API renders it.
+pub(super) struct Done<'a> {
+    pub state: StreamState,
+    pub outcome: ChunkOutcome,
+    pub audio: audio::DecodedAudio,
+    /// Problems that did not stop the request (decoding, speaker labels).
+    pub warnings: Vec<String>,
+    pub model: String,
+    pub processing_ms: u64,
+    /// The request's audio bytes.
+    pub bytes: usize,
+    /// Whether this was the stream's last chunk (or a whole file).
+    pub last: bool,
+    /// Token ids of each final segment's text, when asked for (`Decoding::tokenize`).
+    pub tokens: Vec<Vec<i32>>,
+    issued_at: u64,
+    session: Option<(String, &'a SessionStore)>,
+    stored_seq: u64,
+}
+
+impl Done<'_> {
+    /// What the log line and counters record.
+    pub(super) fn outcome_summary(&self, context_bytes: usize) -> Outcome {
+        Outcome {
+            bytes: self.bytes,
+            format: self.audio.format,
+            duration: self.audio.duration(),
+            segments: self.outcome.segments.len(),
+            context_bytes,
+            whisper_ran: self.outcome.recognised,
+            seq: self.state.seq,
+            processing_ms: self.processing_ms,
+            replayed: false,
+        }
+    }
+
+    /// A whole request (or stream) that ends without a single word says so.
+    pub(super) fn nothing_heard(&self) -> Option<String> {
+        (self.last && self.outcome.segments.is_empty() && self.state.committed_until_ms == 0).then(
+            || "no speech was recognised in the audio (silence, noise, or not speech)".to_string(),
+        )
+    }
+}
+
+/// Runs one parsed request: its stream's state from the token, the session or nowhere, the
+/// audio decoded, Whisper, the policy and speaker labels on the inference pool.
+pub(super) async fn run<'a>(
+    app: &'a App,
+    request: TranscribeRequest,
+    context_header: Option<String>,
+    decoding: Decoding,
+) -> Result<Ran<'a>, ApiError> {
     if request.seq == Some(0) {
         return Err(ApiError::bad_request(
             "invalid_parameter",
@@ -204,7 +283,9 @@ async fn handle(
                 if let Some(seq) = request.seq {
                     if seq <= stored.seq {
                         return match stored.last_reply {
-                            Some((reply_seq, body)) if reply_seq == seq => Ok(replayed(body, seq)),
+                            Some((reply_seq, body)) if reply_seq == seq => {
+                                Ok(Ran::Replayed(replayed(body, seq)))
+                            }
                             _ => Err(sequence_conflict(seq, stored.seq)),
                         };
                     }
@@ -254,6 +335,9 @@ async fn handle(
     // Speaker options hold for the stream from the chunk that gave them.
     let mut state = state;
     if state.seq == 0 {
+        if let Some(prompt) = &request.prompt {
+            state.prompt = prompt.clone();
+        }
         state.tail = if session.is_some() {
             TailAudio::Pcm16(Vec::new())
         } else if request.keep_audio == Some(true) {
@@ -295,6 +379,7 @@ async fn handle(
     });
     let started = Instant::now();
     let bytes = request.audio.len();
+    let tokenize = decoding.tokenize;
     // Azure's front end cuts a response after 230 s: refuse at once what would take longer.
     let seconds_per_audio_second = app.metrics.expected_seconds(1.0);
     let response_seconds = app.config.response_seconds;
@@ -345,6 +430,9 @@ async fn handle(
             last,
             language,
             speakers: tracker,
+            translate: decoding.translate,
+            temperature: decoding.temperature,
+            progress: decoding.progress,
         };
         let (state, outcome) = process_chunk(
             engine,
@@ -359,11 +447,54 @@ async fn handle(
             tracing::error!(event = "inference_error", error = %e);
             ApiError::from(e)
         })?;
-        Ok::<_, ApiError>((audio, state, outcome, engine.info().name.clone()))
+        let tokens = if tokenize {
+            let text = |s: &crate::stream::FinalSegment| format!(" {}", s.text());
+            outcome.segments.iter().map(|s| engine.tokenize(&text(s))).collect()
+        } else {
+            Vec::new()
+        };
+        Ok::<_, ApiError>((audio, state, outcome, tokens, engine.info().name.clone()))
     });
-    let (audio, state, outcome, model) = job.await??;
+    let (audio, state, outcome, tokens, model) = job.await??;
     let processing_ms = started.elapsed().as_millis() as u64;
+    let warnings = audio
+        .warnings
+        .iter()
+        .cloned()
+        .chain(speaker_warning)
+        .collect();
+    Ok(Ran::Done(Box::new(Done {
+        state,
+        outcome,
+        audio,
+        warnings,
+        model,
+        processing_ms,
+        bytes,
+        last,
+        tokens,
+        issued_at,
+        session,
+        stored_seq,
+    })))
+}
 
+/// prepis's own answer: final segments, partial, the next token (or the session committed).
+async fn render(app: &App, done: Box<Done<'_>>) -> Result<Reply, ApiError> {
+    let nothing_heard = done.nothing_heard();
+    let mut summary = done.outcome_summary(0);
+    let Done {
+        state,
+        outcome,
+        audio,
+        warnings,
+        model,
+        processing_ms,
+        issued_at,
+        session,
+        stored_seq,
+        ..
+    } = *done;
     let sealed = session.is_none().then(|| {
         token::seal(
             &app.config.context_keys.current,
@@ -383,17 +514,6 @@ async fn handle(
         start: ms_to_s(outcome.partial[0].start_ms),
         end: ms_to_s(outcome.partial[outcome.partial.len() - 1].end_ms),
     });
-    let summary = Outcome {
-        bytes,
-        format: audio.format,
-        duration: audio.duration(),
-        segments: results.len(),
-        context_bytes: sealed.as_ref().map_or(0, String::len),
-        whisper_ran: outcome.recognised,
-        seq: state.seq,
-        processing_ms,
-        replayed: false,
-    };
     let segment_json: Vec<String> = results
         .iter()
         .zip(&outcome.segments)
@@ -414,9 +534,7 @@ async fn handle(
         })
         .collect();
     // A whole request (or stream) that ends without a single word says so.
-    let nothing_heard = (last && results.is_empty() && state.committed_until_ms == 0).then(|| {
-        "no speech was recognised in the audio (silence, noise, or not speech)".to_string()
-    });
+    summary.context_bytes = sealed.as_ref().map_or(0, String::len);
     let response = TranscribeResponse {
         results,
         text,
@@ -435,12 +553,7 @@ async fn handle(
         processing_ms,
         speaker_ms: outcome.speaker_ms,
         model,
-        warnings: audio
-            .warnings
-            .into_iter()
-            .chain(speaker_warning)
-            .chain(nothing_heard)
-            .collect(),
+        warnings: warnings.into_iter().chain(nothing_heard).collect(),
     };
     let body = serde_json::to_string(&response).unwrap_or_default();
 
@@ -579,28 +692,10 @@ fn finish(
     started: Instant,
     payload_mode: bool,
 ) -> Response {
-    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let invocation_id = incoming.invocation_id.as_deref().unwrap_or("");
+    let mode = if payload_mode { "payload" } else { "forwarded" };
     match result {
         Ok(Reply { body, outcome }) => {
-            if !outcome.replayed {
-                app.metrics
-                    .record_success(outcome.duration, outcome.processing_ms as f64);
-            }
-            tracing::info!(
-                event = "transcribed",
-                invocation_id,
-                mode = if payload_mode { "payload" } else { "forwarded" },
-                bytes = outcome.bytes,
-                format = outcome.format,
-                duration_s = round3(outcome.duration),
-                segments = outcome.segments,
-                whisper_ran = outcome.whisper_ran,
-                context_bytes = outcome.context_bytes,
-                seq = outcome.seq,
-                replayed = outcome.replayed,
-                processing_ms = outcome.processing_ms,
-            );
+            record(app, incoming, Ok(&outcome), started, mode);
             if payload_mode {
                 let logs = [format!(
                     "prepis transcribed {:.3} s of audio into {} segments in {} ms",
@@ -612,19 +707,57 @@ fn finish(
             }
         }
         Err(e) => {
+            record(app, incoming, Err(&e), started, mode);
+            error_response(&e, payload_mode)
+        }
+    }
+}
+
+/// Counts a request and writes its log line (`mode`: payload, forwarded, openai).
+pub(super) fn record(
+    app: &App,
+    incoming: &Incoming,
+    result: Result<&Outcome, &ApiError>,
+    started: Instant,
+    mode: &str,
+) {
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let invocation_id = incoming.invocation_id.as_deref().unwrap_or("");
+    match result {
+        Ok(outcome) => {
+            if !outcome.replayed {
+                app.metrics
+                    .record_success(outcome.duration, outcome.processing_ms as f64);
+            }
+            tracing::info!(
+                event = "transcribed",
+                invocation_id,
+                mode,
+                bytes = outcome.bytes,
+                format = outcome.format,
+                duration_s = round3(outcome.duration),
+                segments = outcome.segments,
+                whisper_ran = outcome.whisper_ran,
+                context_bytes = outcome.context_bytes,
+                seq = outcome.seq,
+                replayed = outcome.replayed,
+                processing_ms = outcome.processing_ms,
+            );
+        }
+        Err(e) => {
             app.metrics.record_failure();
             if e.status.is_server_error() && e.status != StatusCode::SERVICE_UNAVAILABLE {
-                tracing::error!(event = "transcribe_failed", invocation_id, status = e.status.as_u16(), code = e.code, message = %e.message, elapsed_ms = round3(elapsed_ms));
+                tracing::error!(event = "transcribe_failed", invocation_id, mode, status = e.status.as_u16(), code = e.code, message = %e.message, elapsed_ms = round3(elapsed_ms));
             } else {
                 tracing::info!(
                     event = "transcribe_rejected",
                     invocation_id,
+                    mode,
                     status = e.status.as_u16(),
                     code = e.code,
                     elapsed_ms = round3(elapsed_ms)
                 );
             }
-            error_response(&e, payload_mode)
         }
     }
 }

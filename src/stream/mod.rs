@@ -139,6 +139,25 @@ pub struct ChunkOptions {
     pub language: Option<String>,
     /// Speaker labelling, when on.
     pub speakers: Option<crate::speaker::TrackerPolicy>,
+    /// Whisper's translate task (to English) instead of transcription.
+    pub translate: bool,
+    /// Sampling temperature (0: greedy, deterministic).
+    pub temperature: f32,
+    /// Hears Whisper's segments pass by pass (times from the window's start), before the
+    /// policy commits them: a whole file's text can be shown while it is decoded.
+    pub progress: Option<crate::asr::Progress>,
+}
+
+/// How sure Whisper was of one of its segments (stream time), for clients that want its
+/// own measures beside the committed text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentScore {
+    pub start_ms: u64,
+    pub end_ms: u64,
+    /// Mean log-probability of the segment's text tokens.
+    pub avg_logprob: f32,
+    /// The model's probability that the segment's window held no speech.
+    pub no_speech_probability: f32,
 }
 
 /// A committed, final segment in stream time.
@@ -169,6 +188,8 @@ pub struct ChunkOutcome {
     pub recognised: bool,
     /// Time spent on speaker labels.
     pub speaker_ms: u64,
+    /// Whisper's segments of this chunk's pass, with its scores (empty when it did not run).
+    pub scores: Vec<SegmentScore>,
 }
 
 /// Why the tail a client sent back cannot continue its stream.
@@ -262,6 +283,7 @@ pub fn process_chunk(
         .is_some_and(|at| at < window_start_ms + tail_ms);
 
     let mut recognised = false;
+    let mut scores = Vec::new();
     let mut unreliable_from_ms = None;
     let nothing_new = new_audio.is_empty() && !options.last;
     let hypothesis: Vec<TimedWord> = if nothing_new
@@ -276,6 +298,9 @@ pub fn process_chunk(
         let decode = DecodeOptions {
             language: options.language.clone().or_else(|| state.language.clone()),
             prompt: Some(state.prompt.clone()).filter(|p| !p.is_empty()),
+            translate: options.translate,
+            temperature: options.temperature,
+            progress: options.progress.clone(),
         };
         let started = std::time::Instant::now();
         let transcript = transcribe_chunk(engine, &window, &speech, &decode)?;
@@ -286,6 +311,17 @@ pub fn process_chunk(
             end_ms = window_end_ms,
             whisper_ms = started.elapsed().as_secs_f64() * 1000.0,
         );
+        let at_ms = |seconds: f64| window_start_ms + (seconds.max(0.0) * 1000.0).round() as u64;
+        scores = transcript
+            .segments
+            .iter()
+            .map(|s| SegmentScore {
+                start_ms: at_ms(s.start),
+                end_ms: at_ms(s.end),
+                avg_logprob: s.avg_logprob,
+                no_speech_probability: s.no_speech_probability,
+            })
+            .collect();
         if state.language.is_none() && !transcript.segments.is_empty() {
             state.language = transcript.language.clone();
         }
@@ -490,6 +526,7 @@ pub fn process_chunk(
             partial: pending,
             recognised,
             speaker_ms: speaker_started.elapsed().as_millis() as u64,
+            scores,
         },
     ))
 }
@@ -597,8 +634,7 @@ fn split_segments(words: Vec<TimedWord>) -> Vec<FinalSegment> {
     let mut current: Vec<TimedWord> = Vec::new();
     for word in words {
         if let Some(prev) = current.last() {
-            let sentence_end = prev.text.ends_with(['.', '?', '!', '。', '？', '！']);
-            if sentence_end || word.start_ms > prev.end_ms + 1_000 {
+            if ends_sentence(&prev.text) || word.start_ms > prev.end_ms + 1_000 {
                 segments.push(FinalSegment {
                     words: std::mem::take(&mut current),
                     speaker: None,
@@ -616,6 +652,21 @@ fn split_segments(words: Vec<TimedWord>) -> Vec<FinalSegment> {
         });
     }
     segments
+}
+
+/// Whether a word ends a sentence: closing punctuation, but not a title or an initial
+/// ("Mr. Dashwood", "J. Smith", "e.g.").
+fn ends_sentence(word: &str) -> bool {
+    if !word.ends_with(['.', '?', '!', '。', '？', '！']) {
+        return false;
+    }
+    let stem = word.trim_end_matches('.');
+    let abbreviation = word.ends_with('.')
+        && (matches!(
+            stem.to_lowercase().as_str(),
+            "mr" | "mrs" | "ms" | "dr" | "st" | "jr" | "sr" | "prof" | "vs" | "e.g" | "i.e"
+        ) || (stem.chars().count() == 1 && stem.chars().all(char::is_uppercase)));
+    !abbreviation
 }
 
 pub fn join_words(words: &[TimedWord]) -> String {
@@ -681,6 +732,16 @@ mod tests {
             word("your", 910, 910),
         ];
         assert_eq!(plausible_prefix(&recited), 1);
+    }
+
+    #[test]
+    fn titles_and_initials_do_not_end_a_segment() {
+        for word in ["done.", "why?", "so!", "end。"] {
+            assert!(ends_sentence(word), "{word}");
+        }
+        for word in ["Mr.", "Mrs.", "dr.", "J.", "e.g.", "word", "Mr"] {
+            assert!(!ends_sentence(word), "{word}");
+        }
     }
 
     #[test]

@@ -60,8 +60,11 @@ const READER = { file: path.join(tmp, 'reader.wav'), text: librivox.map((u) => u
 READER.seconds = writeWav(READER.file, librivox.map((u) => u.pcm));
 const SHORT = { file: path.join(tmp, 'short.wav'), text: librivox.slice(0, 2).map((u) => u.text).join(' ') };
 SHORT.seconds = writeWav(SHORT.file, librivox.slice(0, 2).map((u) => u.pcm));
+// The second voice's turn is the cards set twice (~20 s): a new voice gets its label once about
+// 2 s of its speech is committed, and a fake microphone in real time on a loaded machine may
+// commit a single pass of short card names too late for that.
 const TWO = { file: path.join(tmp, 'two-voices.wav') };
-TWO.seconds = writeWav(TWO.file, [...librivox.slice(0, 2), ...cards, ...librivox.slice(2, 4)].map((u) => u.pcm));
+TWO.seconds = writeWav(TWO.file, [...librivox.slice(0, 2), ...cards, ...cards, ...librivox.slice(2, 4)].map((u) => u.pcm));
 
 // --- scoring --------------------------------------------------------------------------------
 
