@@ -107,6 +107,42 @@ fn real_responses_conform_to_the_served_document() {
     broken["results"][0]["words"][0]["start"] = json!("0.5");
     assert!(!response_schema.is_valid(&broken));
 
+    // The OpenAI API: each response format, the models, an error.
+    let openai = |fields: &[(&str, &str)]| {
+        let mut form = reqwest::blocking::multipart::Form::new().part(
+            "file",
+            reqwest::blocking::multipart::Part::bytes(wav.clone()).file_name("speech.wav"),
+        );
+        for (name, value) in fields {
+            form = form.text(name.to_string(), value.to_string());
+        }
+        http.post(server.url("/v1/audio/transcriptions"))
+            .multipart(form)
+    };
+    for (fields, schema) in [
+        (&[("model", "whisper-1")][..], "OpenAiTranscription"),
+        (
+            &[
+                ("response_format", "verbose_json"),
+                ("timestamp_granularities[]", "word"),
+                ("timestamp_granularities[]", "segment"),
+            ][..],
+            "OpenAiVerboseTranscription",
+        ),
+        (
+            &[("response_format", "diarized_json")][..],
+            "OpenAiDiarizedTranscription",
+        ),
+    ] {
+        let body = send(openai(fields), 200);
+        assert!(!body["text"].as_str().unwrap().is_empty(), "{body}");
+        conforms(&document, schema, &body);
+    }
+    conforms(&document, "OpenAiModelList", &server.get_json("/v1/models"));
+    let refused = send(openai(&[("response_format", "mp3")]), 400);
+    conforms(&document, "OpenAiError", &refused);
+    assert_eq!(refused["error"]["param"], "response_format");
+
     // A stream of two raw chunks: the second carries the first one's context.
     let first = send(
         http.post(server.url("/api/transcribe?final=false&language=en"))
@@ -253,6 +289,10 @@ fn schemathesis_finds_no_response_off_the_document() {
         "GET /api/transcribe",
         "DELETE /api/transcribe",
         "GET /api/status",
+        "POST /v1/audio/transcriptions",
+        "POST /v1/audio/translations",
+        "GET /v1/models",
+        "GET /v1/models/{model}",
     ] {
         assert!(
             junit.contains(&format!("testcase name=\"{operation}\"")),
