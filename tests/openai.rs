@@ -6,11 +6,13 @@
 
 mod util;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use util::{librivox, read_wav_i16, resample_linear, wav_bytes, FrontDoor, Server, WavFormat};
+use util::{
+    asterisk_reference, librivox, read_wav_i16, resample_linear, wav_bytes, FrontDoor, Server,
+    WavFormat,
+};
 
 const KEY: &str = "sdk-test-key";
 
@@ -22,21 +24,6 @@ fn wav_16k(path: &Path) -> Vec<f32> {
     let (rate, pcm) = read_wav_i16(path);
     let pcm: Vec<f32> = pcm.iter().map(|s| *s as f32 / 32768.0).collect();
     resample_linear(&pcm, rate, 16_000)
-}
-
-fn asterisk_reference(id: &str) -> String {
-    let mut texts = String::new();
-    flate2::read::GzDecoder::new(
-        std::fs::File::open("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
-            .expect("asterisk-core-sounds-en (scripts/install-deps.sh --test)"),
-    )
-    .read_to_string(&mut texts)
-    .unwrap();
-    texts
-        .lines()
-        .find_map(|l| l.strip_prefix(id)?.strip_prefix(": "))
-        .unwrap_or_else(|| panic!("no reference for {id}"))
-        .to_string()
 }
 
 /// The SDK scripts' audio: a short utterance, a long two-voice file, a French prompt.

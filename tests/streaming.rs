@@ -8,8 +8,8 @@ use base64::Engine as _;
 use prepis::client::{stream_samples, transcript, StreamOptions};
 use serde_json::{json, Value};
 use util::{
-    align, cards, client, librivox, read_wav_i16, resample_linear, wav_bytes, wer, Server,
-    WavFormat,
+    align, asterisk_reference, cards, client, librivox, read_wav_i16, resample_linear, wav_bytes,
+    wer, Server, WavFormat,
 };
 
 const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
@@ -349,7 +349,6 @@ fn a_silent_stream_yields_no_text_and_never_runs_whisper() {
 /// The first `seconds` of a stream of the evaluation's test half (`bench/eval/streams.json`:
 /// Asterisk prompts with their pauses), at 16 kHz, and its reference.
 fn test_half_stream(name: &str, seconds: f64) -> (Vec<f32>, String) {
-    use std::io::Read as _;
     let streams: Value = serde_json::from_str(
         &std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -365,20 +364,6 @@ fn test_half_stream(name: &str, seconds: f64) -> (Vec<f32>, String) {
         .find(|s| s["name"] == name)
         .unwrap();
     assert_eq!(stream["split"], "test");
-    let mut texts = String::new();
-    flate2::read::GzDecoder::new(
-        std::fs::File::open("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
-            .expect("asterisk-core-sounds-en (scripts/install-deps.sh --test)"),
-    )
-    .read_to_string(&mut texts)
-    .unwrap();
-    let reference_of = |id: &str| {
-        texts
-            .lines()
-            .find_map(|l| l.strip_prefix(id)?.strip_prefix(": "))
-            .unwrap()
-            .to_string()
-    };
     let (mut samples, mut reference) = (Vec::new(), Vec::new());
     for part in stream["parts"].as_array().unwrap() {
         let id = part[0].as_str().unwrap().strip_prefix("asterisk/").unwrap();
@@ -391,7 +376,7 @@ fn test_half_stream(name: &str, seconds: f64) -> (Vec<f32>, String) {
             0.0,
             (part[1].as_f64().unwrap() * 16_000.0) as usize,
         ));
-        reference.push(reference_of(id));
+        reference.push(asterisk_reference(id));
         if samples.len() as f64 / 16_000.0 >= seconds {
             break;
         }

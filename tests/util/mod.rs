@@ -274,6 +274,24 @@ fn sphinx_set(dir: &str, transcripts: &str, file: impl Fn(&str) -> String) -> Ve
         .collect()
 }
 
+/// The reference text of an Asterisk US English prompt (`vm-intro`, …), from the package's
+/// own transcript list.
+pub fn asterisk_reference(id: &str) -> String {
+    use std::io::Read as _;
+    let mut texts = String::new();
+    flate2::read::GzDecoder::new(
+        std::fs::File::open("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
+            .expect("asterisk-core-sounds-en (scripts/install-deps.sh --test)"),
+    )
+    .read_to_string(&mut texts)
+    .unwrap();
+    texts
+        .lines()
+        .find_map(|l| l.strip_prefix(id)?.strip_prefix(": "))
+        .unwrap_or_else(|| panic!("no reference for {id}"))
+        .to_string()
+}
+
 /// Lower case, no punctuation, hyphens as spaces, a few spelled-out forms.
 pub fn normalise(text: &str) -> Vec<String> {
     let lowered = text.to_lowercase().replace('-', " ");
