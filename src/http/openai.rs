@@ -113,31 +113,39 @@ pub(super) async fn audio(
     if options.stream {
         return streamed(app, incoming, request, decoding, started).await;
     }
-    match transcribe::run(app, request, None, decoding).await {
-        Ok(Ran::Done(done)) => {
-            transcribe::record(
-                app,
-                incoming,
-                Ok(&done.outcome_summary(0)),
-                started,
-                "openai",
-            );
-            render(&done, &options, task)
-        }
-        // No session, so no replays: a whole file is always run.
-        Ok(Ran::Replayed(_)) => error_response(
-            &ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "a whole-file request was answered as a replay",
-            )
-            .into(),
-        ),
-        Err(e) => {
-            transcribe::record(app, incoming, Err(&e), started, "openai");
-            error_response(&e.into())
-        }
+    match whole_file(app, incoming, request, decoding, started).await {
+        Ok(done) => render(&done, &options, task),
+        Err(e) => error_response(&e.into()),
     }
+}
+
+/// Runs one whole file through the pipeline, and logs and counts it as an OpenAI request.
+async fn whole_file<'a>(
+    app: &'a App,
+    incoming: &Incoming,
+    request: super::TranscribeRequest,
+    decoding: Decoding,
+    started: Instant,
+) -> Result<Box<Done<'a>>, ApiError> {
+    let result = match transcribe::run(app, request, None, decoding).await {
+        Ok(Ran::Done(done)) => Ok(done),
+        // No session, so no replays: a whole file is always run.
+        Ok(Ran::Replayed(_)) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "a whole-file request was answered as a replay",
+        )),
+        Err(e) => Err(e),
+    };
+    let summary = result.as_ref().map(|done| done.outcome_summary(0));
+    transcribe::record(
+        app,
+        incoming,
+        summary.as_ref().map_err(|e| *e),
+        started,
+        "openai",
+    );
+    result
 }
 
 /// Reads the multipart body: the audio and prepis's options as on `/api/transcribe`, then
@@ -402,27 +410,9 @@ async fn streamed(
     }));
     let (app, incoming) = (Arc::clone(app), incoming.clone());
     tokio::spawn(async move {
-        let result = match transcribe::run(&app, request, None, decoding).await {
-            Ok(Ran::Done(done)) => {
-                transcribe::record(
-                    &app,
-                    &incoming,
-                    Ok(&done.outcome_summary(0)),
-                    started,
-                    "openai",
-                );
-                Ok(full_text(&done.outcome.segments))
-            }
-            Ok(Ran::Replayed(_)) => Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "a whole-file request was answered as a replay",
-            )),
-            Err(e) => {
-                transcribe::record(&app, &incoming, Err(&e), started, "openai");
-                Err(e)
-            }
-        };
+        let result = whole_file(&app, &incoming, request, decoding, started)
+            .await
+            .map(|done| full_text(&done.outcome.segments));
         let _ = sender.send(Piece::Finished(result));
     });
     let first = match pieces.recv().await {
