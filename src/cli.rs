@@ -56,6 +56,21 @@ pub enum Command {
     /// Exit 0 when the service on this machine can serve requests, 1 otherwise: a health
     /// check for images without curl (the Dockerfile's HEALTHCHECK).
     Probe(ProbeArgs),
+    /// The engine host the server starts for its worker processes (not for users).
+    #[command(hide = true)]
+    EngineHost(EngineHostArgs),
+}
+
+#[derive(Args)]
+pub struct EngineHostArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long)]
+    pub name: String,
+    #[arg(long)]
+    pub threads: usize,
+    #[arg(long)]
+    pub min_window_seconds: f64,
 }
 
 #[derive(Args)]

@@ -30,6 +30,9 @@ pub struct Config {
     pub workers: usize,
     /// `PREPIS_QUEUE`: admitted requests that may wait for a worker; beyond, 429.
     pub queue: usize,
+    /// `PREPIS_ISOLATION`: `process` (the default) runs Whisper in supervised worker
+    /// processes, so a native crash costs one request; `thread` runs it in this process.
+    pub isolate_engine: bool,
     /// `PREPIS_MAX_BODY_BYTES`: largest request body accepted (413 beyond).
     pub max_body_bytes: usize,
     /// `PREPIS_MAX_AUDIO_SECONDS`: longest audio accepted in one request (413 beyond).
@@ -132,6 +135,17 @@ impl Config {
         // No waiting room by default: under overload a chunk is refused in milliseconds rather
         // than queued behind others (bench/results/overload.md); the client sends its audio again.
         let queue: usize = number(&get, "PREPIS_QUEUE", 0)?;
+        let isolate_engine = match get("PREPIS_ISOLATION").as_deref() {
+            None | Some("process") => true,
+            Some("thread") => false,
+            Some(other) => {
+                return Err(ConfigError {
+                    name: "PREPIS_ISOLATION",
+                    value: other.to_string(),
+                    reason: "process (worker processes, the default) or thread".into(),
+                })
+            }
+        };
         let max_body_bytes: usize = number(&get, "PREPIS_MAX_BODY_BYTES", 25 * 1024 * 1024)?;
         let max_audio_seconds: f64 = number(&get, "PREPIS_MAX_AUDIO_SECONDS", 300.0)?;
         let response_seconds: f64 = number(&get, "PREPIS_RESPONSE_SECONDS", 230.0)?;
@@ -290,6 +304,7 @@ impl Config {
             threads_per_inference,
             workers,
             queue,
+            isolate_engine,
             max_body_bytes,
             max_audio_seconds,
             response_seconds,

@@ -19,3 +19,4 @@ pub mod speaker;
 pub mod stream;
 pub mod transcription;
 pub mod vad;
+pub mod worker;

@@ -25,6 +25,7 @@ fn main() -> ExitCode {
         Some(Command::Stream(args)) => cli::stream(args),
         Some(Command::Transcribe(args)) => cli::transcribe(args),
         Some(Command::Probe(args)) => cli::probe(args),
+        Some(Command::EngineHost(args)) => engine_host(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -124,6 +125,18 @@ fn init_logging(filter: &str) {
         .with_writer(std::io::stdout)
         .with_env_filter(filter)
         .init();
+}
+
+/// The worker processes' host (started by the server; see `prepis::worker`).
+fn engine_host(args: cli::EngineHostArgs) -> Result<(), String> {
+    let filter = std::env::var("PREPIS_LOG").unwrap_or_else(|_| "info,whisper_rs=warn".into());
+    init_logging(&filter);
+    prepis::worker::run_host(prepis::worker::HostSettings {
+        model: args.model,
+        name: args.name,
+        threads: args.threads,
+        min_window_seconds: args.min_window_seconds,
+    })
 }
 
 fn convert(args: ConvertArgs) -> Result<(), String> {

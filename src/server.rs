@@ -8,32 +8,60 @@ use tokio::net::TcpListener;
 use crate::asr::{Transcriber, WhisperEngine};
 use crate::config::Config;
 use crate::http::{self, App};
-use crate::inference::Inference;
+use crate::inference::{InProcess, Inference};
 use crate::metrics::Metrics;
 
 /// Builds the application: starts the inference pool and loads the configured model in
 /// the background (the server answers the readiness probe meanwhile).
 pub fn build_app(config: Config) -> Arc<App> {
-    let load_config = config.clone();
-    let inference = Inference::start(config.workers, config.queue, move || {
-        let path = load_config
+    let inference = if config.isolate_engine {
+        let settings = config
             .resolve_model()
-            .map_err(crate::asr::AsrError::Load)?;
-        let started = std::time::Instant::now();
-        let engine = WhisperEngine::load(
-            &path,
-            &load_config.model,
-            load_config.threads_per_inference,
-            load_config.min_window_seconds,
-        )?;
-        tracing::info!(
-            event = "model_loaded",
-            model = %load_config.model,
-            size_bytes = engine.info().size_bytes,
-            load_ms = started.elapsed().as_millis() as u64,
-        );
-        Ok(Arc::new(engine) as Arc<dyn Transcriber>)
-    });
+            .map(|model| crate::worker::HostSettings {
+                model,
+                name: config.model.clone(),
+                threads: config.threads_per_inference,
+                min_window_seconds: config.min_window_seconds,
+            });
+        match settings {
+            Ok(settings) => Inference::start(
+                config.workers,
+                config.queue,
+                crate::worker::Processes::new(settings),
+            ),
+            Err(e) => Inference::start(
+                config.workers,
+                config.queue,
+                InProcess::new(move || Err(crate::asr::AsrError::Load(e))),
+            ),
+        }
+    } else {
+        let load_config = config.clone();
+        Inference::start(
+            config.workers,
+            config.queue,
+            InProcess::new(move || {
+                let path = load_config
+                    .resolve_model()
+                    .map_err(crate::asr::AsrError::Load)?;
+                let started = std::time::Instant::now();
+                let engine = WhisperEngine::load(
+                    &path,
+                    &load_config.model,
+                    load_config.threads_per_inference,
+                    load_config.min_window_seconds,
+                )?;
+                tracing::info!(
+                    event = "model_loaded",
+                    model = %load_config.model,
+                    size_bytes = engine.info().size_bytes,
+                    load_ms = started.elapsed().as_millis() as u64,
+                    isolation = "thread",
+                );
+                Ok(Arc::new(engine) as Arc<dyn Transcriber>)
+            }),
+        )
+    };
     let sessions =
         config.redis_url.as_deref().and_then(
             |url| match crate::context::sessions::SessionStore::new(url, config.session_ttl_seconds)

@@ -8,7 +8,7 @@ mod words;
 
 pub use whisper::WhisperEngine;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How one piece of audio should be decoded.
 #[derive(Debug, Clone, Default)]
@@ -53,7 +53,7 @@ impl std::fmt::Debug for Progress {
 }
 
 /// A word with its time span (seconds from the start of the audio given).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Word {
     pub word: String,
     pub start: f64,
@@ -62,7 +62,7 @@ pub struct Word {
 }
 
 /// A run of recognised text (seconds from the start of the audio given).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Segment {
     pub text: String,
     pub start: f64,
@@ -70,10 +70,8 @@ pub struct Segment {
     /// Mean probability of the segment's text tokens.
     pub confidence: f32,
     /// The model's probability that the window held no speech.
-    #[serde(skip)]
     pub no_speech_probability: f32,
     /// Mean log-probability of the text tokens (Whisper's `avg_logprob`).
-    #[serde(skip)]
     pub avg_logprob: f32,
     pub words: Vec<Word>,
 }
@@ -87,7 +85,7 @@ impl Segment {
 }
 
 /// The engine's answer for one piece of audio.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Transcript {
     pub segments: Vec<Segment>,
     /// Language used (forced or detected).
@@ -98,7 +96,7 @@ pub struct Transcript {
 }
 
 /// What the service reports about the loaded model.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModelInfo {
     /// Configured name (`base`, `tiny.en`) or file name.
     pub name: String,
@@ -133,6 +131,10 @@ pub enum AsrError {
     Load(String),
     #[error("inference failed: {0}")]
     Inference(String),
+    /// The worker process running the engine died during the call (a native abort, a
+    /// signal, the OOM killer): the audio it was given is not retried.
+    #[error("the engine worker died while transcribing: {0}")]
+    Crashed(String),
 }
 
 /// A speech recogniser that many threads may call at once.

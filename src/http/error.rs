@@ -141,6 +141,12 @@ impl From<InferenceError> for ApiError {
                 "inference_failed",
                 message,
             ),
+            InferenceError::Restarting => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "engine_restarting",
+                message,
+            )
+            .retry_after(2),
         }
     }
 }
@@ -161,14 +167,26 @@ impl From<TokenError> for ApiError {
 }
 
 impl From<AsrError> for ApiError {
-    fn from(_: AsrError) -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "inference_failed",
-            "speech recognition failed on this audio; the error is logged",
-        )
+    fn from(e: AsrError) -> Self {
+        match e {
+            // Not retryable with the same audio: it would kill the next worker too. The
+            // client skips the chunk and goes on with the context it had (docs/streaming.md).
+            AsrError::Crashed(_) => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ENGINE_CRASHED,
+                "the speech engine crashed on this audio (its worker was restarted): do not send this chunk again; go on with the next chunk and the context you had before this one",
+            ),
+            _ => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "inference_failed",
+                "speech recognition failed on this audio; the error is logged",
+            ),
+        }
     }
 }
+
+/// The code of a request whose audio crashed the engine: never retried as it was.
+pub const ENGINE_CRASHED: &str = "engine_crashed";
 
 #[cfg(test)]
 mod tests {
@@ -184,6 +202,8 @@ mod tests {
             (AudioError::TooLong { limit: 1.0 }.into(), 413, None),
             (InferenceError::NotReady.into(), 503, Some(2)),
             (InferenceError::Overloaded.into(), 429, Some(1)),
+            (InferenceError::Restarting.into(), 503, Some(2)),
+            (AsrError::Crashed("SIGABRT".into()).into(), 500, None),
             (ApiError::body_too_large(10), 413, None),
             (TokenError::Forged.into(), 400, None),
             (TokenError::Expired.into(), 410, None),

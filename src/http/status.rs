@@ -19,6 +19,7 @@ pub fn report(app: &App) -> Value {
     let model = app.inference.status();
     let metrics = app.metrics.snapshot();
     let (workers, capacity) = app.inference.limits();
+    let supervision = app.inference.supervision();
     json!({
         "service": "prepis",
         "version": env!("CARGO_PKG_VERSION"),
@@ -51,6 +52,11 @@ pub fn report(app: &App) -> Value {
             "threads_per_worker": app.config.threads_per_inference,
             "capacity": capacity,
             "in_flight": app.inference.in_flight(),
+            "isolation": if app.config.isolate_engine { "process" } else { "thread" },
+            "crash_marker": cfg!(feature = "crash-marker"),
+            "crashes": supervision.crashes,
+            "restarts": supervision.restarts,
+            "slots": supervision.slots,
         },
         "uptime_seconds": round3(metrics.uptime_seconds),
         "requests_served": metrics.requests_served,
