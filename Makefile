@@ -6,11 +6,14 @@ CARGO ?= cargo
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 HANDLER := $(TARGET_DIR)/release/handler
 export HANDLER
+# The test build whose workers abort on a marker tone (crash-containment tests only).
+PREPIS_CRASH_HANDLER := $(abspath $(TARGET_DIR)/release/handler-crash-marker)
+export PREPIS_CRASH_HANDLER
 
 # whisper.cpp's bindings are pre-generated in whisper-rs-sys; skip libclang.
 export WHISPER_DONT_GENERATE_BINDINGS := 1
 
-.PHONY: run test test-browser model build deps test-deps lint audit bench handler package clean
+.PHONY: run test test-browser model build crash-handler deps test-deps lint audit bench handler package clean
 
 ## Fetch the model if needed, then serve on $(PORT).
 run: build model
@@ -18,7 +21,7 @@ run: build model
 
 ## Run the whole test suite (unit + black-box against the real binary and model, and the
 ## release package: tests/package.rs unpacks dist/prepis-functions.zip and runs it).
-test: test-deps build package
+test: test-deps crash-handler build package
 	scripts/fetch-model.sh base
 	scripts/fetch-model.sh tiny.en
 	scripts/fetch-speaker.sh
@@ -28,6 +31,7 @@ test: test-deps build package
 ## The live-captions page in headless Chromium against the real handler (screenshots in
 ## target/browser-artifacts).
 test-browser: build
+	@[ -x $(PREPIS_CRASH_HANDLER) ] || $(MAKE) crash-handler
 	npm ci --prefix tests/browser --no-audit --no-fund --silent
 	HANDLER=$(abspath $(HANDLER)) PREPIS_ARTIFACTS=$(abspath target/browser-artifacts) \
 	  node --test --test-concurrency=1 --test-reporter=spec tests/browser/e2e.test.mjs
@@ -38,6 +42,13 @@ model: build
 	scripts/fetch-speaker.sh
 
 build: deps
+	$(CARGO) build --release --bin handler
+
+## The handler with --features crash-marker, for the crash-containment tests (never shipped:
+## `make package` and `make run` build without it); the plain build is restored after it.
+crash-handler: deps
+	$(CARGO) build --release --bin handler --features crash-marker
+	cp $(HANDLER) $(PREPIS_CRASH_HANDLER)
 	$(CARGO) build --release --bin handler
 
 deps:

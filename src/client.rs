@@ -68,6 +68,8 @@ pub enum ClientError {
         status: u16,
         body: String,
     },
+    #[error("chunk {chunk}: the service's speech engine crashed on it: {message}")]
+    Crashed { chunk: usize, message: String },
     #[error("HTTP client: {0}")]
     Http(String),
 }
@@ -135,6 +137,9 @@ pub struct Stream {
     /// The unconfirmed audio the service asked back (16-bit PCM), when the client keeps it.
     tail: Option<Vec<u8>>,
     next: usize,
+    /// Chunks skipped because they crashed the engine (the session's `seq` counts only
+    /// the chunks it took).
+    skipped: usize,
 }
 
 /// What one request carries besides the audio.
@@ -156,17 +161,32 @@ impl Stream {
             context: None,
             tail: None,
             next: 0,
+            skipped: 0,
         })
     }
 
     /// Sends the next chunk of 16 kHz samples. When something in front of the service
-    /// refuses it (a body limit, say), it goes again as two shorter chunks.
+    /// refuses it (a body limit, say), it goes again as two shorter chunks. A chunk that
+    /// crashes the service's engine is skipped with a warning (never sent again: it would
+    /// crash the next instance too) and the stream goes on from the context it had.
     pub fn send_samples(
         &mut self,
         samples: &[f32],
         last: bool,
     ) -> Result<Vec<ChunkReply>, ClientError> {
         match self.send(&pcm_s16le(samples), PCM_16K, last) {
+            Err(ClientError::Crashed { chunk, .. }) => {
+                eprintln!(
+                    "prepis: warning: chunk {} ({:.1} s of audio) crashed the service's speech engine; it is skipped and the stream goes on",
+                    chunk + 1,
+                    samples.len() as f64 / 16_000.0
+                );
+                if last && (self.context.is_some() || self.options.session_id.is_some()) {
+                    // The words still pending are committed by an empty last chunk.
+                    return self.send(&[], PCM_16K, true).map(|reply| vec![reply]);
+                }
+                Ok(Vec::new())
+            }
             Err(ClientError::FrontDoor { status, .. })
                 if samples.len() >= 2 * MIN_SPLIT_SAMPLES =>
             {
@@ -198,9 +218,16 @@ impl Stream {
         let extras = Extras {
             last: Some(last),
             tail: self.tail.as_deref(),
-            keep_audio: keeps && index == 0,
+            keep_audio: keeps && self.context.is_none(),
         };
-        let reply = self.post(index, body, content_type, &extras)?;
+        let reply = match self.post(index, body, content_type, &extras) {
+            Err(crashed @ ClientError::Crashed { .. }) => {
+                self.next += 1;
+                self.skipped += 1;
+                return Err(crashed);
+            }
+            other => other?,
+        };
         self.context = reply.body["context"].as_str().map(str::to_string);
         // The service says how much of the audio sent so far it needs again.
         self.tail = reply.body["stream"]["tail_samples"].as_u64().map(|n| {
@@ -216,6 +243,11 @@ impl Stream {
     /// Chunks sent so far.
     pub fn chunks_sent(&self) -> usize {
         self.next
+    }
+
+    /// Chunks skipped because they crashed the engine.
+    pub fn chunks_skipped(&self) -> usize {
+        self.skipped
     }
 
     /// One whole recording in one request (no stream): what `handler transcribe` sends.
@@ -266,7 +298,7 @@ impl Stream {
             if let Some(session) = &options.session_id {
                 form = form
                     .text("session_id", session.clone())
-                    .text("seq", (index + 1).to_string());
+                    .text("seq", (index - self.skipped + 1).to_string());
             } else if let Some(context) = &self.context {
                 form = form.text("context", context.clone());
             }
@@ -305,6 +337,14 @@ impl Stream {
                     }
                     let from_prepis = serde_json::from_str::<Value>(&text)
                         .is_ok_and(|v| v["error"]["code"].is_string());
+                    let error = serde_json::from_str::<Value>(&text).unwrap_or_default();
+                    if error["error"]["code"] == "engine_crashed" {
+                        // Not retried: the same audio would crash the next instance too.
+                        return Err(ClientError::Crashed {
+                            chunk: index,
+                            message: error["error"]["message"].as_str().unwrap_or("").into(),
+                        });
+                    }
                     if matches!(status, 413 | 414 | 431) && !from_prepis {
                         return Err(ClientError::FrontDoor {
                             chunk: index,

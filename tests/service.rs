@@ -831,3 +831,176 @@ fn large_context_headers_get_the_token_errors() {
         assert!(codes.contains(&code), "{size}: {body}");
     }
 }
+
+/// The worker processes' pids that `/api/status` shows running a request.
+fn busy_workers(server: &Server) -> Vec<u64> {
+    let status = server.get_json("/api/status");
+    status["inference"]["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["busy"] == true)
+        .filter_map(|s| s["pid"].as_u64())
+        .collect()
+}
+
+/// Waits until the instance is ready again after a crash, with `restarts` restarts, within
+/// the 5 s the crash-containment contract allows.
+fn ready_again_within_5_s(server: &Server, restarts: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let status = server.get_json("/api/status");
+        if status["ready"] == true && status["inference"]["restarts"] == restarts {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not ready again within 5 s of the crash: {}",
+            status["inference"]
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// `kill -SEGV` on a worker process while it transcribes: that request gets 500
+/// `engine_crashed` (not to be retried), the request on the other worker is answered, a new
+/// worker serves within 5 s, and the log says what happened.
+#[test]
+fn a_worker_killed_mid_request_costs_that_request_only_and_is_replaced() {
+    let server = Server::start(&[("PREPIS_WORKERS", "2"), ("PREPIS_THREADS", "1")]);
+    let (speech, _) = all_speech();
+    let body = pcm_bytes(&speech);
+    let requests: Vec<_> = (0..2)
+        .map(|_| {
+            let (url, body) = (
+                server.url("/api/transcribe?language=en&diarize=false"),
+                body.clone(),
+            );
+            std::thread::spawn(move || {
+                let response = client()
+                    .post(url)
+                    .header("Content-Type", "audio/pcm;rate=16000")
+                    .body(body)
+                    .send()
+                    .unwrap();
+                let status = response.status().as_u16();
+                let retry = response
+                    .headers()
+                    .get("x-should-retry")
+                    .map(|v| v.to_str().unwrap().to_string());
+                (status, retry, response.json::<Value>().unwrap())
+            })
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let busy = loop {
+        let busy = busy_workers(&server);
+        if busy.len() == 2 {
+            break busy;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the workers never both got a request"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let killed = std::process::Command::new("kill")
+        .args(["-SEGV", &busy[0].to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    ready_again_within_5_s(&server, 1);
+    let mut answers: Vec<_> = requests.into_iter().map(|r| r.join().unwrap()).collect();
+    answers.sort_by_key(|(status, _, _)| *status);
+    let (ok, crashed) = (&answers[0], &answers[1]);
+    assert_eq!(ok.0, 200, "the other worker's request: {}", ok.2);
+    assert!(text_of(&ok.2).split_whitespace().count() > 50);
+    assert_eq!(crashed.0, 500, "{}", crashed.2);
+    assert_eq!(crashed.2["error"]["code"], "engine_crashed");
+    assert_eq!(crashed.1.as_deref(), Some("false"), "x-should-retry");
+
+    let status = server.get_json("/api/status");
+    assert_eq!(status["inference"]["crashes"], 1);
+    let pids: Vec<u64> = status["inference"]["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["pid"].as_u64())
+        .collect();
+    assert_eq!(pids.len(), 2, "both slots up: {}", status["inference"]);
+    assert!(!pids.contains(&busy[0]), "the killed worker was replaced");
+    let event = server.wait_for_event(|e| e["event"] == "engine_crashed");
+    assert_eq!(event["pid"], busy[0]);
+    assert!(
+        event["how"].as_str().unwrap().contains("SIGSEGV"),
+        "{event}"
+    );
+    server.wait_for_event(|e| e["event"] == "engine_restarted");
+
+    // The same instance goes on serving.
+    let (code, reply) = post_multipart(&server, &librivox()[0].path);
+    assert_eq!(code, 200, "{reply}");
+    assert!(!text_of(&reply).is_empty());
+}
+
+/// A stream whose fifth chunk aborts the engine (the test build's marker): that chunk gets
+/// `engine_crashed`, the client skips it with a warning and goes on with the context it had,
+/// the rest of the stream is transcribed, and the instance counts one crash and restart.
+#[test]
+fn a_chunk_that_crashes_the_engine_costs_that_chunk_and_the_stream_goes_on() {
+    use prepis::client::{stream_samples, transcript, StreamOptions};
+    let server = Server::start_crashable(&[]);
+    let utterances: Vec<_> = librivox().into_iter().take(3).collect();
+    let mut samples = Vec::new();
+    for utterance in &utterances {
+        samples.extend(
+            read_wav_i16(&utterance.path)
+                .1
+                .iter()
+                .map(|&s| s as f32 / 32768.0),
+        );
+        samples.extend([0.0f32; 4_000]);
+    }
+    let chunks = samples.len().div_ceil(32_000);
+    // Over the second utterance (7.35-10.35 s), inside the fifth 2 s chunk only.
+    util::mark(&mut samples, 8.4);
+    let options = StreamOptions {
+        urls: vec![server.url("/api/transcribe")],
+        language: Some("en".into()),
+        ..StreamOptions::default()
+    };
+    let replies = stream_samples(&samples, &options, |_| {}).unwrap();
+    assert_eq!(
+        replies.len(),
+        chunks - 1,
+        "one chunk skipped, the others answered"
+    );
+    assert!(
+        replies.iter().all(|r| r.attempts == 1),
+        "nothing was retried"
+    );
+    let text = transcript(&replies);
+    // The first utterance (before the marked chunk) and the last (after it) are all there.
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let first = &utterances[0].reference;
+    let last = &utterances[2].reference;
+    let n_first = first.split_whitespace().count();
+    let n_last = last.split_whitespace().count();
+    assert!(
+        wer(first, &words[..n_first.min(words.len())].join(" ")) <= 0.15,
+        "{text}"
+    );
+    assert!(
+        wer(last, &words[words.len().saturating_sub(n_last)..].join(" ")) <= 0.15,
+        "{text}"
+    );
+    assert_eq!(util::crashes(&server), (1, 1));
+    assert_eq!(server.get_json("/api/status")["ready"], true);
+    let event = server.wait_for_event(|e| e["event"] == "engine_crashed");
+    assert!(
+        event["how"].as_str().unwrap().contains("SIGABRT"),
+        "{event}"
+    );
+    let failed = server.wait_for_event(|e| e["event"] == "transcribe_failed");
+    assert_eq!(failed["code"], "engine_crashed");
+}

@@ -74,9 +74,15 @@ export class StreamClient {
             continue;
           }
           if (!(e instanceof ChunkRefused)) throw e;
-          // A refused chunk (damaged audio, say) is skipped: the stream goes on from the
-          // context it had, and nothing already transcribed is lost.
+          // A refused chunk (damaged audio, say, or audio that crashed the engine) is
+          // skipped: the stream goes on from the context it had, and nothing already
+          // transcribed is lost. A skipped last chunk is followed by an empty one, which
+          // commits the words still pending.
           this.problem(e.message, true);
+          if (chunk.last && this.context) {
+            this.queue.splice(1, 0, { ...chunk, body: new ArrayBuffer(0) });
+            this.queued += 1;
+          }
         }
         this.queue.shift();
         this.sent += 1;
@@ -128,6 +134,10 @@ export class StreamClient {
         return reply;
       }
       const status = response.status;
+      if (reply.error?.code === 'engine_crashed') {
+        // Never sent again: the same audio would crash the next instance too.
+        throw new ChunkSkipped(seconds(chunk));
+      }
       if (status === 429 || status === 503 || status >= 500) {
         const after = Number(response.headers.get('Retry-After'));
         const wait = Number.isFinite(after) && after > 0 ? after * 1000 : backoff;
@@ -164,6 +174,19 @@ export class ChunkRefused extends Error {
     super(`The service refused the audio (${status}): ${message}`);
     this.status = status;
   }
+}
+
+/** The chunk's audio crashed the service's speech engine: it is skipped, not retried. */
+export class ChunkSkipped extends ChunkRefused {
+  constructor(duration) {
+    super(500, '');
+    this.message = `${duration.toFixed(1)} s of audio could not be transcribed (the speech engine crashed on it) and were skipped; captions go on.`;
+  }
+}
+
+/** Seconds of audio in a chunk (16-bit PCM at 16 kHz; other formats: the usual 2 s). */
+function seconds(chunk) {
+  return chunk.type === PCM_TYPE ? chunk.body.byteLength / 32000 : 2;
 }
 
 /** A front door refused the chunk's size: it goes again as shorter chunks. */

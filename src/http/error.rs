@@ -83,6 +83,12 @@ impl ApiError {
         )
     }
 
+    /// A 5xx that must not be retried with the same request (`x-should-retry: false`, the
+    /// header the OpenAI SDKs honour).
+    pub fn not_retryable(&self) -> bool {
+        self.code == ENGINE_CRASHED
+    }
+
     /// The JSON body `{"error": {"code", "message"}}`.
     pub fn to_json(&self) -> String {
         serde_json::to_string(&Envelope {

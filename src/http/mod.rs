@@ -337,6 +337,10 @@ fn error_response(e: &ApiError, payload_mode: bool) -> Response {
         .retry_after
         .map(|s| ("Retry-After", s.to_string()))
         .into_iter()
+        .chain(
+            e.not_retryable()
+                .then(|| ("x-should-retry", "false".to_string())),
+        )
         .collect();
     if payload_mode {
         envelope_response(e.status, &e.to_json(), &headers, &[])

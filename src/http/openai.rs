@@ -595,6 +595,10 @@ pub(super) fn error_response(e: &OpenAiError) -> Response {
     if status == StatusCode::UNAUTHORIZED {
         headers.push(("www-authenticate", "Bearer".to_string()));
     }
+    if error.not_retryable() {
+        // The OpenAI SDKs retry a 500 unless told not to: this audio would crash again.
+        headers.push(("x-should-retry", "false".to_string()));
+    }
     json_response(status, &error_body(e).to_string(), &headers)
 }
 

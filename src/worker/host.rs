@@ -49,6 +49,12 @@ pub fn run(settings: HostSettings) -> Result<(), String> {
     // The host and its workers live as long as their sockets: when the handler exits (even
     // killed with SIGKILL) they read end-of-file and exit. (Not PR_SET_PDEATHSIG: it fires
     // when the thread that started us ends, and the handler starts us from a pool thread.)
+    // A terminal's Ctrl-C reaches the whole process group: the handler drains on it, and
+    // its workers must finish the requests in flight (they exit when their sockets close).
+    // SAFETY: setting a signal disposition; no handler function is involved.
+    unsafe {
+        let _ = nix::sys::signal::signal(Signal::SIGINT, nix::sys::signal::SigHandler::SigIgn);
+    }
     // SAFETY: the handler started this process with the control socket as its stdin.
     let mut control = UnixStream::from(unsafe { OwnedFd::from_raw_fd(0) });
     let started = Instant::now();
@@ -103,6 +109,14 @@ fn spawn(engine: &WhisperEngine, control: UnixStream) -> Result<UnixStream, Stri
         Ok(ForkResult::Child) => {
             drop(control);
             drop(ours);
+            // Rust's runtime catches SIGSEGV and SIGBUS to report stack overflows and returns
+            // from a signal sent with kill(1); a worker must die of them, as of any crash.
+            // SAFETY: setting signal dispositions to their defaults.
+            unsafe {
+                use nix::sys::signal::{signal, SigHandler};
+                let _ = signal(Signal::SIGSEGV, SigHandler::SigDfl);
+                let _ = signal(Signal::SIGBUS, SigHandler::SigDfl);
+            }
             serve(engine, theirs);
             std::process::exit(0);
         }

@@ -31,7 +31,22 @@ impl Server {
 
     /// Starts the handler; waits for the model when `wait_ready`.
     pub fn start_with(env: &[(&str, &str)], wait_ready: bool) -> Server {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_handler"));
+        Self::start_binary(Path::new(env!("CARGO_BIN_EXE_handler")), env, wait_ready)
+    }
+
+    /// Starts the test build whose workers abort on the crash marker (see [`mark`]).
+    pub fn start_crashable(env: &[(&str, &str)]) -> Server {
+        let server = Self::start_binary(&crash_marker_handler(), env, true);
+        assert_eq!(
+            server.get_json("/api/status")["inference"]["crash_marker"],
+            true,
+            "PREPIS_CRASH_HANDLER is not a --features crash-marker build"
+        );
+        server
+    }
+
+    fn start_binary(binary: &Path, env: &[(&str, &str)], wait_ready: bool) -> Server {
+        let mut command = Command::new(binary);
         command
             .env_remove("FUNCTIONS_CUSTOMHANDLER_PORT")
             .env_remove("FUNCTIONS_HTTPWORKER_PORT")
@@ -212,6 +227,39 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The handler built with `--features crash-marker` (`make test` builds it and sets
+/// PREPIS_CRASH_HANDLER; `make crash-handler` alone).
+pub fn crash_marker_handler() -> PathBuf {
+    let path = std::env::var("PREPIS_CRASH_HANDLER").map(PathBuf::from).expect(
+        "PREPIS_CRASH_HANDLER: the handler built with --features crash-marker (run `make crash-handler`, or `make test`)",
+    );
+    assert!(
+        path.is_file(),
+        "PREPIS_CRASH_HANDLER={} is missing",
+        path.display()
+    );
+    path
+}
+
+/// Mixes the crash marker (a steady 2600 Hz tone, 0.8 s) into 16 kHz `samples` at
+/// `at_seconds`: a worker of the crash-marker build aborts on audio holding it.
+pub fn mark(samples: &mut [f32], at_seconds: f64) {
+    let start = (at_seconds * 16_000.0) as usize;
+    for (i, x) in samples.iter_mut().skip(start).take(12_800).enumerate() {
+        *x += 0.3 * (2.0 * std::f64::consts::PI * 2600.0 * i as f64 / 16_000.0).sin() as f32;
+    }
+}
+
+/// `/api/status`'s crash counters: (crashes, restarts).
+pub fn crashes(server: &Server) -> (u64, u64) {
+    let status = server.get_json("/api/status");
+    let inference = &status["inference"];
+    (
+        inference["crashes"].as_u64().unwrap(),
+        inference["restarts"].as_u64().unwrap(),
+    )
 }
 
 /// The directory `make model` fills.
