@@ -155,10 +155,16 @@ struct Cluster {
     instances: Vec<Server>,
     env: Vec<(String, String)>,
     nginx: Nginx,
+    /// The instances are the crash-marker test build.
+    crashable: bool,
 }
 
 impl Cluster {
     fn start(redis: Option<&Redis>) -> Cluster {
+        Self::start_build(redis, false)
+    }
+
+    fn start_build(redis: Option<&Redis>, crashable: bool) -> Cluster {
         let mut env = vec![
             ("PREPIS_MODEL".to_string(), "tiny.en".to_string()),
             ("PREPIS_THREADS".into(), "1".into()),
@@ -183,6 +189,7 @@ impl Cluster {
             instances: Vec::new(),
             ports,
             env,
+            crashable,
         };
         for i in 0..INSTANCES {
             let server = cluster.instance(i);
@@ -199,7 +206,11 @@ impl Cluster {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         env.push(("PORT", &port));
-        Server::start(&env)
+        if self.crashable {
+            Server::start_crashable(&env)
+        } else {
+            Server::start(&env)
+        }
     }
 
     /// Kills instance `i` with SIGKILL once it is running a chunk, then starts it again.
@@ -236,8 +247,18 @@ fn run_streams(
     after: usize,
     during: impl FnOnce(),
 ) -> Vec<Vec<ChunkReply>> {
+    run_these_streams(streams(), urls, session, after, during)
+}
+
+fn run_these_streams(
+    streams: Vec<Vec<f32>>,
+    urls: &[String],
+    session: Option<&str>,
+    after: usize,
+    during: impl FnOnce(),
+) -> Vec<Vec<ChunkReply>> {
     let replied = Arc::new(AtomicUsize::new(0));
-    let workers: Vec<_> = streams()
+    let workers: Vec<_> = streams
         .into_iter()
         .enumerate()
         .map(|(k, samples)| {
@@ -398,4 +419,50 @@ fn redis_sessions_through_a_balancer_survive_a_killed_instance_and_a_redis_resta
     check_sessions(&cluster, "redis-restart");
     // The sessions from before the restart are still whole.
     check_sessions(&cluster, "killed");
+}
+
+/// A chunk that crashes the engine (the test build's marker, in stream 0) costs that chunk,
+/// not the fleet: the client does not send it again, so one instance meets it once; the
+/// stream goes on and ends with every other word; all three instances stay alive; the
+/// other streams are untouched.
+#[test]
+fn a_poisoned_chunk_behind_a_balancer_crashes_one_worker_once_and_no_instance() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let cluster = Cluster::start_build(None, true);
+    let reference = single_instance_reference(&cluster);
+    let lb = [cluster.nginx.url()];
+    let mut marked = streams();
+    // Inside the seventh 2 s chunk (12-14 s), over speech.
+    util::mark(&mut marked[0], 12.4);
+    let run = run_these_streams(marked, &lb, None, 0, || {});
+
+    assert_same(&reference[1..], &run[1..], "the unmarked streams");
+    let (want, got) = (text(&reference[0]), text(&outcome(&run[0])));
+    let alignment = util::align(&want, &got);
+    // 2 s of speech is 4-7 words; the words before and after the gap are all there (the
+    // decoder's prompt differs after the gap, so a later word may be heard differently).
+    assert!(
+        alignment.deleted <= 8
+            && alignment.inserted + alignment.duplicated <= 2
+            && alignment.wer() <= 0.15,
+        "{alignment:?}\nwant: {want}\ngot:  {got}"
+    );
+    let chunks = streams()[0].len().div_ceil(32_000);
+    assert_eq!(
+        run[0].len(),
+        chunks - 1,
+        "one chunk skipped, every other answered"
+    );
+
+    let crashes: Vec<(u64, u64)> = cluster.instances.iter().map(util::crashes).collect();
+    let total: u64 = crashes.iter().map(|c| c.0).sum();
+    assert_eq!(total, 1, "the poisoned chunk was sent once: {crashes:?}");
+    for (i, server) in cluster.instances.iter().enumerate() {
+        let status = server.get_json("/api/status");
+        assert_eq!(status["ready"], true, "instance {i}: {status}");
+        assert_eq!(
+            crashes[i].0, crashes[i].1,
+            "instance {i} restarted its crashed worker"
+        );
+    }
 }
