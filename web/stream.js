@@ -79,6 +79,8 @@ export class StreamClient {
           // transcribed is lost. A skipped last chunk is followed by an empty one, which
           // commits the words still pending.
           this.problem(e.message, true);
+          // What follows keeps its place in the recording (and the heard counter goes on).
+          if (e instanceof ChunkSkipped) this.offset += seconds(chunk);
           if (chunk.last && this.context) {
             this.queue.splice(1, 0, { ...chunk, body: new ArrayBuffer(0) });
             this.queued += 1;

@@ -67,6 +67,21 @@ const TWO = { file: path.join(tmp, 'two-voices.wav'), parts: [...librivox.slice(
 TWO.text = TWO.parts.map((u) => u.text).join(' ');
 TWO.seconds = writeWav(TWO.file, TWO.parts.map((u) => u.pcm));
 
+// The reader with the crash marker (a steady 2600 Hz tone, 1.2 s: some chunk holds at least
+// 0.6 s of it wherever the page cuts its chunks) over the middle of the second utterance.
+const MARKED = { file: path.join(tmp, 'marked.wav'), text: READER.text };
+{
+  const parts = librivox.map((u) => Buffer.from(u.pcm));
+  const second = parts[1];
+  for (let i = 0; i < 19200; i += 1) {
+    const at = 2 * (8000 + i);
+    if (at + 2 > second.length) break;
+    const mixed = second.readInt16LE(at) + Math.round(9830 * Math.sin((2 * Math.PI * 2600 * i) / 16000));
+    second.writeInt16LE(Math.max(-32768, Math.min(32767, mixed)), at);
+  }
+  MARKED.seconds = writeWav(MARKED.file, parts);
+}
+
 // --- scoring --------------------------------------------------------------------------------
 
 const SPELLED = { mr: 'mister', mrs: 'missus', 10: 'ten', 4: 'four', 5: 'five', 7: 'seven', 8: 'eight' };
@@ -92,9 +107,9 @@ function wer(reference, hypothesis) {
 // --- the handler ----------------------------------------------------------------------------
 
 class Handler {
-  static async start(port = 0, env = {}) {
+  static async start(port = 0, env = {}, binary = HANDLER) {
     const h = new Handler();
-    h.proc = spawn(HANDLER, [], {
+    h.proc = spawn(binary, [], {
       env: {
         ...process.env, PORT: String(port), PREPIS_CONTEXT_KEY: KEY, PREPIS_MODEL_DIR: MODEL_DIR,
         PREPIS_MODEL: 'base', PREPIS_THREADS: '2', FUNCTIONS_CUSTOMHANDLER_PORT: '', ...env,
@@ -328,6 +343,33 @@ test('the handler killed and restarted mid-stream: nothing final is lost', async
   } finally {
     await browser.close();
     await again?.kill();
+  }
+});
+
+test('a chunk that crashes the engine: the page warns, skips it, and captions go on', async () => {
+  const binary = process.env.PREPIS_CRASH_HANDLER;
+  assert.ok(binary && fs.existsSync(binary), 'PREPIS_CRASH_HANDLER: the crash-marker build (make crash-handler)');
+  const own = await Handler.start(0, {}, binary);
+  const browser = await browserWith(MARKED.file);
+  try {
+    const page = await openPage(browser, own);
+    await record(page, MARKED.seconds);
+    assert.match(await page.textContent('#problem'), /speech engine crashed on it\) and were skipped; captions go on/);
+    const text = await shown(page);
+    const status = await (await fetch(own.url('/api/status'))).json();
+    console.log(`crash: ${status.inference.crashes} chunk(s) skipped, WER ${(wer(MARKED.text, text) * 100).toFixed(1)} % — ${text}`);
+    assert.ok(status.inference.crashes >= 1, JSON.stringify(status.inference));
+    assert.equal(status.inference.restarts, status.inference.crashes);
+    assert.equal(status.ready, true);
+    // Captions went on: the utterances after the marked one are all there.
+    const after = librivox.slice(2).map((u) => u.text).join(' ');
+    const tail = words(text).slice(-words(after).length).join(' ');
+    assert.ok(wer(after, tail) <= 0.15, `after the skipped chunk: ${tail}`);
+    // The browser itself logs the 500 it received; nothing else went wrong on the page.
+    assert.deepEqual(page.errors.filter((e) => !/status of 500/.test(e)), []);
+  } finally {
+    await browser.close();
+    await own.kill();
   }
 });
 
