@@ -14,6 +14,9 @@ use crate::metrics::Metrics;
 /// Builds the application: starts the inference pool and loads the configured model in
 /// the background (the server answers the readiness probe meanwhile).
 pub fn build_app(config: Config) -> Arc<App> {
+    // whisper.cpp's own log (language lookups run here too) goes through tracing, as in the
+    // worker processes.
+    whisper_rs::install_logging_hooks();
     let inference = if config.isolate_engine {
         let settings = config
             .resolve_model()

@@ -149,6 +149,18 @@ fn the_functions_zip_unpacks_and_serves_both_host_modes() {
     assert_eq!(status["ready"], true, "{status}");
     assert_eq!(status["model"]["name"], "base", "{status}");
     assert_eq!(status["speakers"]["loaded"], true, "{status}");
+    // The release runs Whisper in worker processes (forked by the static binary's engine
+    // host), and never carries the test build's crash marker.
+    assert_eq!(status["inference"]["isolation"], "process", "{status}");
+    assert_eq!(status["inference"]["crash_marker"], false, "{status}");
+    assert!(
+        status["inference"]["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["up"] == true && s["pid"].is_u64()),
+        "{status}"
+    );
 
     // Forwarded HTTP (enableForwardingHttpRequest: true).
     let utterance = &librivox()[3];

@@ -469,7 +469,8 @@ fn bad_input_gets_clear_json_errors() {
     assert!(status["requests_failed"].as_u64().unwrap() >= 13);
     assert!(
         server.stderr.lock().unwrap().is_empty(),
-        "stderr is for real errors only"
+        "stderr is for real errors only: {:?}",
+        server.stderr.lock().unwrap()
     );
 }
 

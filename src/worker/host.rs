@@ -76,16 +76,30 @@ pub fn run(settings: HostSettings) -> Result<(), String> {
         load_ms = started.elapsed().as_millis() as u64,
     );
     wire::send(&control, &Loaded::Ready(engine.info().clone())).map_err(|e| e.to_string())?;
+    let mut workers: Vec<Pid> = Vec::new();
     loop {
         let request: Control = match wire::receive(&control) {
             Ok(r) => r,
-            // The handler is gone (or shutting down): so are we.
-            Err(_) => return Ok(()),
+            // The handler is gone (or shutting down): so are we, and the workers with us
+            // (one may still be computing a request nobody waits for).
+            Err(_) => {
+                for pid in workers {
+                    let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                    let _ = waitpid(pid, None);
+                }
+                return Ok(());
+            }
         };
         match request {
-            Control::Spawn => control = spawn(&engine, control)?,
+            Control::Spawn => {
+                let (back, pid) = spawn(&engine, control)?;
+                control = back;
+                workers.extend(pid);
+            }
             Control::Reap { pid } => {
-                let how = reap(Pid::from_raw(pid));
+                let pid = Pid::from_raw(pid);
+                workers.retain(|w| *w != pid);
+                let how = reap(pid);
                 wire::send(&control, &Exited(how)).map_err(|e| e.to_string())?;
             }
         }
@@ -94,13 +108,13 @@ pub fn run(settings: HostSettings) -> Result<(), String> {
 
 /// Forks one worker; the parent sends the handler its pid and its socket, and goes on
 /// with `control` (the child closes it: only the handler and the host hold it).
-fn spawn(engine: &WhisperEngine, control: UnixStream) -> Result<UnixStream, String> {
+fn spawn(engine: &WhisperEngine, control: UnixStream) -> Result<(UnixStream, Option<Pid>), String> {
     let (ours, theirs) = match UnixStream::pair() {
         Ok(pair) => pair,
         Err(e) => {
             let failed = Spawned::Failed(format!("socketpair: {e}"));
             wire::send(&control, &failed).map_err(|e| e.to_string())?;
-            return Ok(control);
+            return Ok((control, None));
         }
     };
     // SAFETY: this process has one thread (it never starts another), so the child may
@@ -127,13 +141,14 @@ fn spawn(engine: &WhisperEngine, control: UnixStream) -> Result<UnixStream, Stri
             };
             wire::send_with_fd(&control, &spawned, ours.as_raw_fd()).map_err(|e| e.to_string())?;
             tracing::debug!(event = "engine_worker_forked", pid = child.as_raw());
+            return Ok((control, Some(child)));
         }
         Err(e) => {
             let failed = Spawned::Failed(format!("fork: {e}"));
             wire::send(&control, &failed).map_err(|e| e.to_string())?;
         }
     }
-    Ok(control)
+    Ok((control, None))
 }
 
 /// How worker `pid` ended (it closed its socket: it is exiting or gone); one that is
