@@ -3,6 +3,8 @@
 //!
 //! Flow: `http` (Functions modes, routing, errors) → `audio` (sniff, decode, resample)
 //! → `transcription` (VAD gate, Whisper, clean-up) on the `inference` pool → `http`.
+//! Whisper itself runs in supervised worker processes (`worker`): a native crash costs one
+//! request, never the instance.
 
 pub mod asr;
 pub mod audio;
