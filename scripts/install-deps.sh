@@ -45,10 +45,12 @@ fi
 # The API tests run schemathesis against the OpenAPI document (tests/openapi.rs).
 if [[ "${1:-}" == "--test" ]]; then
   tools="${PREPIS_CACHE:-$HOME/.cache/prepis}/tools"
-  if ! "$tools/schemathesis/bin/schemathesis" --version 2>/dev/null | grep -q 4.32.5; then
-    echo "install-deps: installing schemathesis 4.32.5 into $tools/schemathesis"
+  # Hypothesis pinned too: its version decides which cases a seed generates.
+  if ! "$tools/schemathesis/bin/schemathesis" --version 2>/dev/null | grep -q 4.32.5 ||
+    ! "$tools/schemathesis/bin/python" -c 'import hypothesis, sys; sys.exit(hypothesis.__version__ != "6.170.17")' 2>/dev/null; then
+    echo "install-deps: installing schemathesis 4.32.5 (hypothesis 6.170.17) into $tools/schemathesis"
     python3 -m venv "$tools/schemathesis"
-    "$tools/schemathesis/bin/pip" install --quiet schemathesis==4.32.5
+    "$tools/schemathesis/bin/pip" install --quiet schemathesis==4.32.5 hypothesis==6.170.17
   fi
   # tests/openai.rs runs the official OpenAI SDKs, unmodified: Python's from PyPI in a venv,
   # TypeScript's from npm (tests/openai/package-lock.json; 6.x, the last line for Node 20).

@@ -154,10 +154,32 @@ pub use quality::compression_ratio;
 
 /// The English name Whisper gives a language code (`en` → `english`).
 pub fn language_name(code: &str) -> Option<&'static str> {
-    whisper_rs::get_lang_id(code).and_then(whisper_rs::get_lang_str_full)
+    language_id(code).and_then(whisper_rs::get_lang_str_full)
 }
 
 /// Whether `code` is a language Whisper knows (`en`, `de`, …).
 pub fn is_known_language(code: &str) -> bool {
-    whisper_rs::get_lang_id(code).is_some()
+    language_id(code).is_some()
+}
+
+/// whisper.cpp's id of a language code; whisper-rs panics on a NUL byte, so none gets there.
+fn language_id(code: &str) -> Option<i32> {
+    if code.is_empty() || !code.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    whisper_rs::get_lang_id(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn language_codes_are_checked_before_whisper_sees_them() {
+        assert!(is_known_language("en"));
+        assert_eq!(language_name("de"), Some("german"));
+        for code in ["", "\0", "e\0n", "klingon", "en-US", "é"] {
+            assert!(!is_known_language(code), "{code:?}");
+        }
+    }
 }

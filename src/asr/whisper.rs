@@ -313,7 +313,9 @@ impl WhisperEngine {
         params.set_offset_ms((offset / 16) as i32);
         params.set_duration_ms(duration.div_ceil(16) as i32);
         params.set_audio_ctx(self.window_positions(duration as f64 / 16_000.0));
-        if let Some(prompt) = prompt.map(str::trim).filter(|p| !p.is_empty()) {
+        // whisper-rs panics on a NUL byte (a C string); the prompt is client text.
+        let prompt = prompt.map(|p| p.replace('\0', ""));
+        if let Some(prompt) = prompt.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
             params.set_initial_prompt(prompt);
         }
         state
