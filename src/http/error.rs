@@ -60,6 +60,15 @@ impl ApiError {
         )
     }
 
+    /// A bug in the handler (a panic while answering); nothing about the request says why.
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "the service failed while answering this request (a bug, logged as handler_panic); retrying may help",
+        )
+    }
+
     /// The instance is draining after SIGTERM; another instance (or this one's successor)
     /// takes the request.
     pub fn shutting_down() -> Self {

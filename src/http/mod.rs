@@ -29,7 +29,7 @@ use std::sync::Arc;
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 use bytes::{Buf, Bytes, BytesMut};
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 use warp::filters::path::FullPath;
 use warp::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use warp::reply::Response;
@@ -126,13 +126,41 @@ pub fn routes(app: Arc<App>) -> warp::filters::BoxedFilter<(Response,)> {
                             .as_ref()
                             .is_none_or(|k| k.admits(&headers)),
                     };
-                    let mut response = dispatch(&app, incoming, body).await;
+                    let payload_mode = incoming.path.trim_end_matches('/') == "/transcribe";
+                    let answer = dispatch(&app, incoming, body);
+                    let mut response = or_internal_error(answer, &app.metrics, payload_mode).await;
                     cors::allow(&mut response, origin);
                     response
                 }
             },
         )
         .boxed()
+}
+
+/// The answer, or for a panic while making it (a bug, not the client's fault) a JSON 500,
+/// never a dropped connection.
+async fn or_internal_error(
+    answer: impl std::future::Future<Output = Response>,
+    metrics: &Metrics,
+    payload_mode: bool,
+) -> Response {
+    match std::panic::AssertUnwindSafe(answer).catch_unwind().await {
+        Ok(response) => response,
+        Err(panic) => {
+            metrics.record_failure();
+            tracing::error!(event = "handler_panic", message = %panic_message(&*panic));
+            error_response(&ApiError::internal(), payload_mode)
+        }
+    }
+}
+
+/// What a panic said, for the log.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }
 
 async fn dispatch<S, B>(app: &Arc<App>, incoming: Incoming, body: S) -> Response
@@ -386,4 +414,18 @@ fn envelope_response(
 /// Seconds and milliseconds in responses are rounded to 1/1000.
 fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panic_while_answering_is_a_json_500() {
+        let metrics = Metrics::default();
+        let answer = async { panic!("a bug") };
+        let response = or_internal_error(answer, &metrics, false).await;
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+    }
 }
