@@ -96,6 +96,23 @@ fn multipart_speech_is_transcribed_within_the_wer_bound() {
     );
 }
 
+/// No language given: Whisper hears it (the first test heard English in the same way).
+#[test]
+fn a_language_other_than_english_is_heard_when_none_is_given() {
+    let server = Server::start(&[]);
+    let french = std::path::Path::new("/usr/share/asterisk/sounds/fr/dir-intro.wav");
+    let (status, body) = post_multipart(&server, french);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["language"], "fr", "{body}");
+    let text = text_of(&body).to_lowercase();
+    assert!(
+        ["bienvenue", "lettre", "appuyez"]
+            .iter()
+            .any(|w| text.contains(w)),
+        "{text}"
+    );
+}
+
 #[test]
 fn raw_json_and_payload_modes_give_the_same_text() {
     let server = Server::start(&[]);

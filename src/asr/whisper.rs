@@ -158,7 +158,7 @@ impl Transcriber for WhisperEngine {
                 let again = self.pass(
                     samples,
                     (offset, length),
-                    language.as_deref(),
+                    language.as_deref().or(pass.language.as_deref()),
                     None,
                     options,
                 )?;
@@ -259,6 +259,9 @@ const MAX_PASS_TOKENS: i32 = 200;
 const TOKENS_PER_SECOND: f64 = 8.0;
 const TOKENS_PER_PASS: f64 = 16.0;
 
+/// The language a pass is first decoded in when none is known (see `pass`).
+const LANGUAGE_GUESS: &str = "en";
+
 /// What one single-segment pass of whisper.cpp produced.
 struct Pass {
     segments: Vec<Segment>,
@@ -273,13 +276,42 @@ impl WhisperEngine {
     /// splits it back into Whisper's segments at its timestamp tokens. The log-mel
     /// spectrogram is of all of `samples`, normalised as a whole, as whisper.cpp's own loop
     /// has it (a quiet rest normalised on its own sounds like speech to Whisper).
+    ///
+    /// With no language given, the pass is decoded as English and then asks the decoder which
+    /// language it hears, one decoder step on the encoder output of this very piece (Whisper's
+    /// language detection); only a piece in another language is decoded again, in that one.
+    /// (whisper.cpp's own detection encodes a separate full 30 s window from the start of the
+    /// audio: it made a stream's first chunks take three times as long as the others.)
     fn pass(
         &self,
         samples: &[f32],
-        (offset, length): (usize, usize),
+        piece: (usize, usize),
         language: Option<&str>,
         prompt: Option<&str>,
         options: &DecodeOptions,
+    ) -> Result<Pass, AsrError> {
+        if let Some(language) = language {
+            return self.decode_piece(samples, piece, language, prompt, options, false);
+        }
+        let guess = self.decode_piece(samples, piece, LANGUAGE_GUESS, prompt, options, true)?;
+        match guess.language.as_deref() {
+            Some(heard) if heard != LANGUAGE_GUESS => {
+                self.decode_piece(samples, piece, heard, prompt, options, false)
+            }
+            _ => Ok(guess),
+        }
+    }
+
+    /// One pass in `language`; `detect`: its `language` is the one the decoder hears (else
+    /// the one it was given).
+    fn decode_piece(
+        &self,
+        samples: &[f32],
+        (offset, length): (usize, usize),
+        language: &str,
+        prompt: Option<&str>,
+        options: &DecodeOptions,
+        detect: bool,
     ) -> Result<Pass, AsrError> {
         let failed =
             |what: &str, e: &dyn std::fmt::Display| AsrError::Inference(format!("{what}: {e}"));
@@ -289,7 +321,7 @@ impl WhisperEngine {
             .map_err(|e| failed("creating state", &e))?;
         let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
         params.set_n_threads(self.threads as i32);
-        params.set_language(Some(language.unwrap_or("auto")));
+        params.set_language(Some(language));
         params.set_translate(options.translate && self.info.multilingual);
         params.set_no_context(true);
         params.set_single_segment(true);
@@ -404,13 +436,37 @@ impl WhisperEngine {
             }
             segments.retain(|s| !s.words.is_empty());
         }
-        let language =
-            whisper_rs::get_lang_str(state.full_lang_id_from_state()).map(str::to_string);
+        let language = if detect {
+            self.heard_language(&mut state)
+                .map_err(|e| failed("detecting the language", &e))?
+        } else {
+            language
+        };
         Ok(Pass {
+            language: Some(language.to_string()),
             segments,
-            language,
             stopped_at,
         })
+    }
+
+    /// The language Whisper hears in the piece `state` last encoded: the likeliest language
+    /// token after start-of-transcript, one decoder step.
+    fn heard_language(
+        &self,
+        state: &mut whisper_rs::WhisperState,
+    ) -> Result<&'static str, whisper_rs::WhisperError> {
+        state.decode(&[self.context.token_sot()], 0, self.threads)?;
+        let logits = state.get_logits()?;
+        // The model's language tokens sit between start-of-transcript and translate.
+        let languages = self.context.token_translate() - self.context.token_sot() - 1;
+        let logit = |id: i32| {
+            let token = self.context.token_lang(id) as usize;
+            logits.get(token).copied().unwrap_or(f32::NEG_INFINITY)
+        };
+        let best = (0..languages)
+            .max_by(|&a, &b| logit(a).total_cmp(&logit(b)))
+            .unwrap_or(0);
+        Ok(whisper_rs::get_lang_str(best).unwrap_or(LANGUAGE_GUESS))
     }
 
     /// One of Whisper's segments from its text tokens (with their log-probabilities).
