@@ -159,14 +159,17 @@ class Handler:
                 break
         # Keep draining the log so that the handler never blocks on a full pipe; the
         # benchmark reads the `window` events (debug) from it.
-        self.windows = []
+        # bench/lost.py reads the policy's `pass` events (debug) the same way.
+        self.windows, self.passes = [], []
 
         def drain():
             for line in self.proc.stdout:
-                if '"window"' in line:
+                if '"window"' in line or '"pass"' in line:
                     event = json.loads(line)
                     if event.get("event") == "window":
                         self.windows.append(event)
+                    elif event.get("event") == "pass":
+                        self.passes.append(event)
         threading.Thread(target=drain, daemon=True).start()
         while True:
             status = json.load(urllib.request.urlopen(self.url("/api/status")))

@@ -22,6 +22,9 @@ enum Fault {
     CutLoop,
     /// A decoder that stopped early: the words of the first third of the window.
     StopsEarly,
+    /// DTW lost its way before a pause: the last word of a phrase is put at the start of
+    /// the next phrase, and the word before it stretches over it.
+    Late,
 }
 
 /// An engine that "hears" the script's words lying inside the window it is given.
@@ -78,6 +81,15 @@ impl Transcriber for ScriptedEngine {
             Some(Fault::StopsEarly) => {
                 let limit = samples.len() as f64 / 16_000.0 / 3.0;
                 words.retain(|w| w.end <= limit);
+            }
+            Some(Fault::Late) => {
+                let phrase_end = (1..words.len().saturating_sub(1))
+                    .find(|&m| words[m + 1].start - words[m].end > 0.15);
+                if let Some(m) = phrase_end {
+                    let at = words[m + 1].start;
+                    words[m - 1].end = at;
+                    words[m].start = at;
+                }
             }
             None => {}
         }
@@ -275,6 +287,10 @@ fn bad_passes_lose_no_word() {
         (
             "a decoder that stops early",
             vec![(2, Fault::StopsEarly), (5, Fault::StopsEarly)],
+        ),
+        (
+            "passes that put a phrase's last word after the pause",
+            (1..12).map(|call| (call, Fault::Late)).collect(),
         ),
     ];
     for (what, faults) in cases {

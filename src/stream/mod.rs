@@ -285,6 +285,8 @@ pub fn process_chunk(
     let mut recognised = false;
     let mut scores = Vec::new();
     let mut unreliable_from_ms = None;
+    // What the pass heard before the policy filtered it (debug log only).
+    let mut heard = String::new();
     let nothing_new = new_audio.is_empty() && !options.last;
     let hypothesis: Vec<TimedWord> = if nothing_new
         || (!new_speech
@@ -340,7 +342,10 @@ pub fn process_chunk(
                     probability_milli: (w.probability.clamp(0.0, 1.0) * 1000.0).round() as u16,
                 }
             })
-            .collect();
+            .collect::<Vec<TimedWord>>();
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            heard = timed_text(&words);
+        }
         let tail_words: Vec<String> = state
             .tail_words
             .iter()
@@ -440,6 +445,22 @@ pub fn process_chunk(
         if n == hypothesis.len() && (endpoint || !new_speech) {
             // Nothing pending: keep only a short lead-in in case speech starts at the chunk's end.
             cut = cut.max(window_end_ms.saturating_sub(300));
+        } else if n > 0 {
+            // Speech follows: the last committed word stays in the tail and is heard again.
+            // DTW's times are least reliable just there (a late start, words crammed into
+            // an instant), and a cut after it can slice off the next word; the next pass
+            // hears the word whole and `drop_committed` aligns on its text.
+            let overlap = vad_cut(&pauses, &hypothesis, n - 1, window_end_ms).map_or_else(
+                || {
+                    hypothesis[n - 1]
+                        .start_ms
+                        .saturating_sub(KEEP_BEFORE_WORD_MS)
+                },
+                |(_, _, middle)| middle,
+            );
+            if window_end_ms.saturating_sub(overlap) <= policy.soft_tail_ms {
+                cut = cut.min(overlap);
+            }
         }
         // Never cut away audio whose words are not final: the first pending word, speech
         // the VAD hears after the last final word (a pass that returned nothing for it, a
@@ -507,6 +528,18 @@ pub fn process_chunk(
         let combined = format!("{} {}", state.prompt, join_words(&before));
         state.prompt = last_chars_on_word_boundary(combined.trim(), policy.prompt_chars);
     }
+    tracing::debug!(
+        event = "pass",
+        seq = state.seq,
+        start_ms = window_start_ms,
+        end_ms = window_end_ms,
+        heard = heard.as_str(),
+        hypothesis = timed_text(&hypothesis).as_str(),
+        committed = n,
+        failed_pass,
+        endpoint,
+        cut_ms = cut,
+    );
     let mut segments = split_segments(committed);
     let speaker_started = std::time::Instant::now();
     if let (Some(encoder), Some(policy)) = (speaker_encoder, options.speakers.as_ref()) {
@@ -529,6 +562,15 @@ pub fn process_chunk(
             scores,
         },
     ))
+}
+
+/// Words with their stream times, `text@start-end` (for the debug log).
+fn timed_text(words: &[TimedWord]) -> String {
+    words
+        .iter()
+        .map(|w| format!("{}@{}-{}", w.text, w.start_ms, w.end_ms))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn to_ms(samples: u64) -> u64 {
