@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import EVAL, align, build, scores  # noqa: E402
-from compare import HANDLER, Handler, normalise, wav_bytes  # noqa: E402
+from compare import HANDLER, Handler, normalise, pct, wav_bytes  # noqa: E402
 
 TIMED = re.compile(r"(\S+)@(\d+)-(\d+)")
 
@@ -77,12 +77,18 @@ def diagnose(handler, name, path, rate, pcm, reference):
                 f"      hyp:   {' '.join(f'{w}@{s}' for w, s, _ in near(timed(p.get('hypothesis'))))}")
     total = max(len(off_words), 1)
     vs_ref = scores(reference, " ".join(r["text"] for r in replies if r["text"]))
+    seconds = len(pcm) / 2 / rate
+    lags = [max(0.0, min((i + 1) * 2.0, seconds) - w["end"])
+            for i, r in enumerate(replies) for s in r["results"] for w in s["words"]]
+    summary = {"words": len(normalise(reference)), "wer": vs_ref["wer"], "lost": vs_ref["lost"],
+               "lags": lags}
     print(f"{name}: against the reference WER {100 * vs_ref['wer']:.1f} %, lost "
-          f"{100 * vs_ref['lost']:.2f} %, dup {100 * vs_ref['dup']:.2f} %; "
+          f"{100 * vs_ref['lost']:.2f} %, dup {100 * vs_ref['dup']:.2f} %, lag p50 "
+          f"{pct(lags or [0.0], .5):.2f} s p95 {pct(lags or [0.0], .95):.2f} s; "
           f"{sum(counts.values())} of {total} offline words lost "
           f"({100 * sum(counts.values()) / total:.2f} %): {counts}")
     print("\n".join(lines), flush=True)
-    return counts, total
+    return counts, total, summary
 
 
 def main(halves):
@@ -94,14 +100,22 @@ def main(halves):
                        "PREPIS_MAX_AUDIO_SECONDS": "600", "PREPIS_LOG": "info,prepis=debug"})
     totals = {"never heard": 0, "dropped": 0, "pending": 0}
     words = 0
+    summaries = []
     for name, path, rate, pcm, reference in build(streams):
-        counts, total = diagnose(handler, name, path, rate, pcm, reference)
+        counts, total, summary = diagnose(handler, name, path, rate, pcm, reference)
+        summaries.append(summary)
         words += total
         for k, v in counts.items():
             totals[k] += v
     handler.stop()
-    print(f"all: {sum(totals.values())} of {words} lost ({100 * sum(totals.values()) / words:.2f} %): "
-          f"{totals}")
+    ref_words = sum(s["words"] for s in summaries) or 1
+    lags = [lag for s in summaries for lag in s["lags"]] or [0.0]
+    print(f"all: against the reference WER "
+          f"{100 * sum(s['wer'] * s['words'] for s in summaries) / ref_words:.1f} %, lost "
+          f"{100 * sum(s['lost'] * s['words'] for s in summaries) / ref_words:.2f} %, lag p50 "
+          f"{pct(lags, .5):.2f} s p95 {pct(lags, .95):.2f} s; "
+          f"{sum(totals.values())} of {words} offline words lost "
+          f"({100 * sum(totals.values()) / words:.2f} %): {totals}")
 
 
 if __name__ == "__main__":
