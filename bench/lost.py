@@ -5,6 +5,7 @@ final text lacks, tells what each pass over its time heard and did.
 
     python bench/lost.py tune            every tune stream (never diagnose on test: see
     BENCH_ONLY=ivr-long python bench/lost.py tune          docs/accuracy.md)
+    BENCH_SAVE=DIR python bench/lost.py tune   also writes each streamed text to DIR
 
 A word can be lost in three ways, and each line says which:
 - *never heard*: no pass's raw words hold it (the window was cut before it, or Whisper
@@ -76,7 +77,12 @@ def diagnose(handler, name, path, rate, pcm, reference):
                 f"      heard: {' '.join(f'{w}@{s}' for w, s, _ in near(timed(p.get('heard'))))}\n"
                 f"      hyp:   {' '.join(f'{w}@{s}' for w, s, _ in near(timed(p.get('hypothesis'))))}")
     total = max(len(off_words), 1)
-    vs_ref = scores(reference, " ".join(r["text"] for r in replies if r["text"]))
+    text = " ".join(r["text"] for r in replies if r["text"])
+    vs_ref = scores(reference, text)
+    if os.environ.get("BENCH_SAVE"):
+        saved = Path(os.environ["BENCH_SAVE"]) / (name.replace("/", "-") + ".txt")
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_text(text + "\n")
     seconds = len(pcm) / 2 / rate
     lags = [max(0.0, min((i + 1) * 2.0, seconds) - w["end"])
             for i, r in enumerate(replies) for s in r["results"] for w in s["words"]]

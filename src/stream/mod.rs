@@ -285,6 +285,8 @@ pub fn process_chunk(
     let mut recognised = false;
     let mut scores = Vec::new();
     let mut unreliable_from_ms = None;
+    // Whether words were cut off the end of the pass (made up, or after a loop).
+    let mut cut_short = false;
     // What the pass heard before the policy filtered it (debug log only).
     let mut heard = String::new();
     let nothing_new = new_audio.is_empty() && !options.last;
@@ -358,6 +360,7 @@ pub fn process_chunk(
             // and DTW crams real words into the last instant of a window too. Words after a
             // loop Whisper was cut out of wait for the next pass too. Their audio stays in
             // the tail (below), so nothing is lost by waiting.
+            let heard_words = words.len();
             words.truncate(plausible_prefix(&words));
             unreliable_from_ms = transcript
                 .unreliable_from
@@ -365,6 +368,7 @@ pub fn process_chunk(
             if let Some(at) = unreliable_from_ms {
                 words.retain(|w| w.start_ms < at);
             }
+            cut_short = words.len() < heard_words;
         }
         words
     };
@@ -445,11 +449,11 @@ pub fn process_chunk(
         if n == hypothesis.len() && (endpoint || !new_speech) {
             // Nothing pending: keep only a short lead-in in case speech starts at the chunk's end.
             cut = cut.max(window_end_ms.saturating_sub(300));
-        } else if n > 0 {
-            // Speech follows: the last committed word stays in the tail and is heard again.
-            // DTW's times are least reliable just there (a late start, words crammed into
-            // an instant), and a cut after it can slice off the next word; the next pass
-            // hears the word whole and `drop_committed` aligns on its text.
+        } else if n > 0 && dtw_lost_its_way(&hypothesis, n, cut_short) {
+            // Where DTW lost its way after the last committed word (words crammed into an
+            // instant or cut off), its times cannot place a cut: one after that word can
+            // slice off the next. The word stays in the tail
+            // and is heard again whole; `drop_committed` aligns on its text.
             let overlap = vad_cut(&pauses, &hypothesis, n - 1, window_end_ms).map_or_else(
                 || {
                     hypothesis[n - 1]
@@ -587,10 +591,21 @@ fn plausible_prefix(words: &[TimedWord]) -> usize {
         .unwrap_or(words.len())
 }
 
+/// Whether DTW's times after the commit boundary (committed word `n - 1`) are
+/// untrustworthy: words after it were cut off the pass (`cut_short`), or the next two
+/// words start in the same instant. (A last word stretched over the pause after it is
+/// DTW's habit at a phrase end, where a cut is safe: no sign.)
+fn dtw_lost_its_way(hypothesis: &[TimedWord], n: usize, cut_short: bool) -> bool {
+    let crammed = hypothesis
+        .get(n..n + 2)
+        .is_some_and(|next| next[1].start_ms.saturating_sub(next[0].start_ms) < 30);
+    cut_short || crammed
+}
+
 /// The shortest VAD pause used as a cut point.
 const MIN_CUT_PAUSE_MS: u64 = 150;
-/// Audio kept before a pending word's start (DTW times are ~50 ms accurate).
-const KEEP_BEFORE_WORD_MS: u64 = 100;
+/// Audio kept before a pending word's start (DTW puts starts up to ~150 ms late).
+const KEEP_BEFORE_WORD_MS: u64 = 200;
 /// Speech this soon after a final word's end is that word's own (DTW puts ends early).
 const WORD_END_GRACE_MS: u64 = 250;
 /// Audio kept before unheard speech (it was found `WORD_END_GRACE_MS` late at most).
