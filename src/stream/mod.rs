@@ -121,8 +121,8 @@ impl Default for StreamPolicy {
     fn default() -> Self {
         StreamPolicy {
             guard_ms: 500,
-            endpoint_silence_ms: 800,
-            pause_commit_ms: 400,
+            endpoint_silence_ms: 500,
+            pause_commit_ms: 250,
             soft_tail_ms: 8_000,
             max_tail_ms: 10_000,
             prompt_chars: 200,
