@@ -604,8 +604,9 @@ fn dtw_lost_its_way(hypothesis: &[TimedWord], n: usize, cut_short: bool) -> bool
 
 /// The shortest VAD pause used as a cut point.
 const MIN_CUT_PAUSE_MS: u64 = 150;
-/// Audio kept before a pending word's start (DTW puts starts up to ~150 ms late).
-const KEEP_BEFORE_WORD_MS: u64 = 200;
+/// Audio kept before a pending word's start (DTW times are ~50 ms accurate where it has
+/// not lost its way; see `dtw_lost_its_way`).
+const KEEP_BEFORE_WORD_MS: u64 = 100;
 /// Speech this soon after a final word's end is that word's own (DTW puts ends early).
 const WORD_END_GRACE_MS: u64 = 250;
 /// Audio kept before unheard speech (it was found `WORD_END_GRACE_MS` late at most).
