@@ -452,8 +452,8 @@ pub fn process_chunk(
         } else if n > 0 && dtw_lost_its_way(&hypothesis, n, cut_short) {
             // Where DTW lost its way after the last committed word (words crammed into an
             // instant or cut off), its times cannot place a cut: one after that word can
-            // slice off the next. The word stays in the tail
-            // and is heard again whole; `drop_committed` aligns on its text.
+            // slice off the next. The word stays in the tail and is heard again whole;
+            // `drop_committed` aligns on its text.
             let overlap = vad_cut(&pauses, &hypothesis, n - 1, window_end_ms).map_or_else(
                 || {
                     hypothesis[n - 1]
@@ -587,7 +587,7 @@ fn to_ms(samples: u64) -> u64 {
 fn plausible_prefix(words: &[TimedWord]) -> usize {
     words
         .windows(3)
-        .position(|run| run[2].start_ms.saturating_sub(run[0].start_ms) < 30)
+        .position(|run| run[2].start_ms.saturating_sub(run[0].start_ms) < SAME_INSTANT_MS)
         .unwrap_or(words.len())
 }
 
@@ -598,10 +598,12 @@ fn plausible_prefix(words: &[TimedWord]) -> usize {
 fn dtw_lost_its_way(hypothesis: &[TimedWord], n: usize, cut_short: bool) -> bool {
     let crammed = hypothesis
         .get(n..n + 2)
-        .is_some_and(|next| next[1].start_ms.saturating_sub(next[0].start_ms) < 30);
+        .is_some_and(|next| next[1].start_ms.saturating_sub(next[0].start_ms) < SAME_INSTANT_MS);
     cut_short || crammed
 }
 
+/// Word starts closer than this are one instant to DTW: no one says two words in it.
+const SAME_INSTANT_MS: u64 = 30;
 /// The shortest VAD pause used as a cut point.
 const MIN_CUT_PAUSE_MS: u64 = 150;
 /// Audio kept before a pending word's start (DTW times are ~50 ms accurate where it has
