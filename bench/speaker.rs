@@ -4,13 +4,13 @@
 
 use std::time::Instant;
 
-use prepis::speaker::SpeakerEncoder;
+use prepis::speaker::Ge2eEncoder;
 
 fn main() {
     let benchmarking = std::env::args().any(|a| a == "--bench");
     let cache = std::env::var("PREPIS_CACHE")
         .unwrap_or_else(|_| format!("{}/.cache/prepis", std::env::var("HOME").unwrap()));
-    let encoder = SpeakerEncoder::load(format!("{cache}/models/ge2e.safetensors").as_ref())
+    let encoder = Ge2eEncoder::load(format!("{cache}/models/ge2e.safetensors").as_ref())
         .expect("speaker model");
     let speech = speech();
     let rounds = if benchmarking { 10 } else { 1 };

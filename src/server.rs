@@ -78,10 +78,10 @@ pub fn build_app(config: Config) -> Arc<App> {
         );
     let speaker = config.speaker_model.as_deref().map(|path| {
         let started = std::time::Instant::now();
-        match crate::speaker::SpeakerEncoder::load(path) {
+        match crate::speaker::Ge2eEncoder::load(path) {
             Ok(encoder) => {
                 tracing::info!(event = "speaker_model_loaded", path = %path.display(), load_ms = started.elapsed().as_millis() as u64);
-                Ok(Arc::new(encoder))
+                Ok(Arc::new(encoder) as Arc<dyn crate::speaker::SpeakerEncoder>)
             }
             Err(e) => {
                 tracing::error!(event = "speaker_model_unavailable", error = %e);

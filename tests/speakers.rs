@@ -3,13 +3,13 @@
 
 mod util;
 
-use prepis::speaker::SpeakerEncoder;
+use prepis::speaker::Ge2eEncoder;
 use serde_json::Value;
 use util::{model_dir, read_wav_i16};
 
-fn encoder() -> SpeakerEncoder {
+fn encoder() -> Ge2eEncoder {
     let path = model_dir().join("ge2e.safetensors");
-    SpeakerEncoder::load(&path).unwrap_or_else(|e| panic!("{e}: run scripts/fetch-speaker.sh"))
+    Ge2eEncoder::load(&path).unwrap_or_else(|e| panic!("{e}: run scripts/fetch-speaker.sh"))
 }
 
 fn expected() -> Value {

@@ -35,7 +35,6 @@ use warp::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use warp::reply::Response;
 use warp::Filter;
 
-pub use auth::ApiKey;
 pub use error::ApiError;
 pub use payload::parse as parse_envelope;
 pub use request::{parse_transcribe, QueryOptions, TranscribeRequest, AUDIO_FIELD};
@@ -55,7 +54,7 @@ pub struct App {
     /// Redis sessions, when `REDIS_URL` is set.
     pub sessions: Option<crate::context::sessions::SessionStore>,
     /// The speaker encoder (`None`: speaker labels are off; `Err`: it failed to load).
-    pub speaker: Option<Result<Arc<crate::speaker::SpeakerEncoder>, String>>,
+    pub speaker: Option<Result<Arc<dyn crate::speaker::SpeakerEncoder>, String>>,
     /// Draining after SIGTERM, and the API requests in flight.
     pub lifecycle: crate::lifecycle::Lifecycle,
 }

@@ -45,7 +45,7 @@ struct Layer {
 }
 
 /// The loaded encoder; cheap to share between threads.
-pub struct SpeakerEncoder {
+pub struct Ge2eEncoder {
     layers: Vec<Layer>,
     linear_w: Vec<f32>,
     linear_b: Vec<f32>,
@@ -54,13 +54,19 @@ pub struct SpeakerEncoder {
     fft: Arc<dyn RealToComplex<f32>>,
 }
 
-impl std::fmt::Debug for SpeakerEncoder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SpeakerEncoder(GE2E)")
+impl super::SpeakerEncoder for Ge2eEncoder {
+    fn embed(&self, samples: &[f32]) -> Option<Vec<f32>> {
+        Ge2eEncoder::embed(self, samples)
     }
 }
 
-impl SpeakerEncoder {
+impl std::fmt::Debug for Ge2eEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Ge2eEncoder")
+    }
+}
+
+impl Ge2eEncoder {
     /// Loads the safetensors file written by `scripts/speaker-weights.py`.
     pub fn load(path: &Path) -> Result<Self, EncoderError> {
         let fail = |message: String| EncoderError::Load {
@@ -103,7 +109,7 @@ impl SpeakerEncoder {
                 (0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / N_FFT as f64).cos()) as f32
             })
             .collect();
-        Ok(SpeakerEncoder {
+        Ok(Ge2eEncoder {
             layers,
             linear_w: get("linear.weight", &[DIM, HIDDEN])?,
             linear_b: get("linear.bias", &[DIM])?,

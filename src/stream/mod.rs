@@ -11,6 +11,7 @@
 pub mod agreement;
 #[cfg(test)]
 mod invariants;
+pub mod labels;
 pub mod tail;
 
 use serde::{Deserialize, Serialize};
@@ -255,7 +256,7 @@ pub fn tail_digest(samples: &[f32]) -> u64 {
 /// (from [`StreamState::tail_audio`]).
 pub fn process_chunk(
     engine: &dyn Transcriber,
-    speaker_encoder: Option<&crate::speaker::SpeakerEncoder>,
+    speaker_encoder: Option<&dyn crate::speaker::SpeakerEncoder>,
     mut state: StreamState,
     tail: &[f32],
     new_audio: &[f32],
@@ -547,7 +548,7 @@ pub fn process_chunk(
     let mut segments = split_segments(committed);
     let speaker_started = std::time::Instant::now();
     if let (Some(encoder), Some(policy)) = (speaker_encoder, options.speakers.as_ref()) {
-        segments = crate::speaker::label_segments(
+        segments = labels::label_segments(
             encoder,
             &mut state.speakers,
             policy,

@@ -8,6 +8,10 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
+mod api_key;
+
+pub use api_key::ApiKey;
+
 use crate::context::{ContextKey, ContextKeys};
 use crate::stream::StreamPolicy;
 
@@ -73,7 +77,7 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     /// `PREPIS_API_KEY`: the key every API request must present outside the Functions host
     /// (there, function keys guard the routes); `None` when unset or under the host.
-    pub api_key: Option<crate::http::ApiKey>,
+    pub api_key: Option<ApiKey>,
     /// `PREPIS_SHUTDOWN_SECONDS`: after SIGTERM, how long in-flight requests may finish.
     pub shutdown_drain_seconds: f64,
     /// `PREPIS_READ_TIMEOUT_SECONDS`: longest a request's headers, and then its body, may take
@@ -327,7 +331,7 @@ impl Config {
                 .collect(),
             api_key: get("PREPIS_API_KEY")
                 .filter(|_| !under_functions_host)
-                .map(|k| crate::http::ApiKey::new(k.trim())),
+                .map(|k| ApiKey::new(k.trim())),
             shutdown_drain_seconds,
             read_timeout_seconds,
             log_filter: get("PREPIS_LOG").unwrap_or_else(|| "info,whisper_rs=warn".to_string()),

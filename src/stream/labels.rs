@@ -1,0 +1,147 @@
+//! Speaker labels on final segments: each run of speech between pauses gets a voiceprint
+//! from the speaker encoder, the stream's tracker names its speaker, and a segment whose
+//! runs belong to different speakers is split at the change.
+
+use super::agreement::TimedWord;
+use super::FinalSegment;
+use crate::speaker::{neighbour_label, Label, SpeakerEncoder, Speakers, TrackerPolicy, Voiceprint};
+
+/// Speech shorter than this is not embedded: it takes the current speaker, with low confidence.
+pub const MIN_EMBED_MS: u64 = 1_000;
+/// A gap between two words at least this long may separate two speakers.
+pub const TURN_GAP_MS: u64 = 300;
+/// Speech joined into one stretch before it is embedded (when the segment has that much).
+pub const RUN_MS: u64 = 2_000;
+
+/// Labels final segments from the audio they were heard in (`audio` starts at stream time
+/// `audio_start_ms`). A segment whose speech runs (words between gaps) belong to different
+/// speakers is split at the change.
+pub fn label_segments(
+    encoder: &dyn SpeakerEncoder,
+    speakers: &mut Speakers,
+    policy: &TrackerPolicy,
+    audio: &[f32],
+    audio_start_ms: u64,
+    segments: Vec<FinalSegment>,
+) -> Vec<FinalSegment> {
+    let mut out = Vec::new();
+    for segment in segments {
+        let runs = speech_runs(segment.words);
+        let prints: Vec<Option<Voiceprint>> = runs
+            .iter()
+            .map(|run| {
+                let (start, end) = (run[0].start_ms, run[run.len() - 1].end_ms);
+                if end.saturating_sub(start) < MIN_EMBED_MS {
+                    return None;
+                }
+                let from = ms_to_index(start.saturating_sub(audio_start_ms), audio.len());
+                let to = ms_to_index(end.saturating_sub(audio_start_ms), audio.len());
+                encoder.embed(&audio[from..to]).map(|vector| Voiceprint {
+                    vector,
+                    speech_ms: end - start,
+                })
+            })
+            .collect();
+        let mut labels: Vec<Option<Label>> = prints
+            .iter()
+            .map(|p| {
+                p.as_ref()
+                    .map(|p| speakers.assign(&p.vector, p.speech_ms, policy))
+            })
+            .collect();
+        // Short runs take the label of their segment's neighbours, else the current speaker.
+        for i in 0..labels.len() {
+            if labels[i].is_none() {
+                labels[i] = neighbour_label(&labels, i, 0.5).or_else(|| speakers.inherit());
+            }
+        }
+        // Adjacent runs of one speaker make one segment.
+        let mut current: Option<Pending> = None;
+        for ((run, label), print) in runs.into_iter().zip(labels).zip(prints) {
+            let speaker = label.map(|l| l.speaker);
+            match &mut current {
+                Some(p) if p.speaker == speaker => p.add(run, label, print),
+                _ => {
+                    out.extend(current.take().map(Pending::finish));
+                    let mut p = Pending {
+                        speaker,
+                        ..Pending::default()
+                    };
+                    p.add(run, label, print);
+                    current = Some(p);
+                }
+            }
+        }
+        out.extend(current.map(Pending::finish));
+    }
+    out
+}
+
+/// Runs of one speaker being joined into a segment.
+#[derive(Default)]
+struct Pending {
+    speaker: Option<u32>,
+    words: Vec<TimedWord>,
+    /// Confidence weighted by speech length.
+    confidence_ms: f32,
+    weight_ms: u64,
+    prints: Vec<Voiceprint>,
+}
+
+impl Pending {
+    fn add(&mut self, run: Vec<TimedWord>, label: Option<Label>, print: Option<Voiceprint>) {
+        let weight = run_ms(&run).max(1);
+        self.confidence_ms += label.map_or(0.0, |l| l.confidence) * weight as f32;
+        self.weight_ms += weight;
+        self.words.extend(run);
+        self.prints.extend(print);
+    }
+
+    fn finish(self) -> FinalSegment {
+        let confidence = self.confidence_ms / self.weight_ms.max(1) as f32;
+        FinalSegment {
+            words: self.words,
+            speaker: self.speaker.map(|speaker| Label {
+                speaker,
+                confidence,
+            }),
+            voiceprint: Voiceprint::mean(&self.prints),
+        }
+    }
+}
+
+fn run_ms(run: &[TimedWord]) -> u64 {
+    run[run.len() - 1].end_ms.saturating_sub(run[0].start_ms)
+}
+
+fn ms_to_index(ms: u64, len: usize) -> usize {
+    ((ms * 16) as usize).min(len)
+}
+
+/// Splits words where a gap between them could be a change of speaker, then joins short
+/// runs with their neighbours until each holds `RUN_MS` of speech: a voiceprint of 2 s is
+/// far steadier than one of 1 s.
+fn speech_runs(words: Vec<TimedWord>) -> Vec<Vec<TimedWord>> {
+    let mut runs: Vec<Vec<TimedWord>> = Vec::new();
+    for word in words {
+        match runs.last_mut() {
+            Some(run) if word.start_ms < run[run.len() - 1].end_ms + TURN_GAP_MS => run.push(word),
+            _ => runs.push(vec![word]),
+        }
+    }
+    let mut joined: Vec<Vec<TimedWord>> = Vec::new();
+    for run in runs {
+        match joined.last_mut() {
+            Some(last) if run_ms(last) < RUN_MS => last.extend(run),
+            _ => joined.push(run),
+        }
+    }
+    // A short last run joins the one before it.
+    if joined.len() > 1 && run_ms(&joined[joined.len() - 1]) < RUN_MS {
+        let tail = joined.pop().unwrap_or_default();
+        if let Some(last) = joined.last_mut() {
+            last.extend(tail);
+        }
+    }
+    joined
+}
