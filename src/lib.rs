@@ -17,6 +17,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod model;
 pub mod server;
+pub mod service;
 pub mod speaker;
 pub mod stream;
 pub mod transcription;

@@ -7,9 +7,10 @@ use tokio::net::TcpListener;
 
 use crate::asr::{Transcriber, WhisperEngine};
 use crate::config::Config;
-use crate::http::{self, App};
+use crate::http;
 use crate::inference::{InProcess, Inference};
 use crate::metrics::Metrics;
+use crate::service::App;
 
 /// Builds the application: starts the inference pool and loads the configured model in
 /// the background (the server answers the readiness probe meanwhile).

@@ -12,23 +12,6 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::Mutex;
 
-/// A stream's state as a session stores it: the context version byte (see
-/// [`crate::context::token::VERSION`]), then `(issued_at, state)` postcard-encoded.
-pub fn encode_state(issued_at: u64, state: &crate::stream::StreamState) -> Vec<u8> {
-    let mut blob = vec![crate::context::token::VERSION];
-    blob.extend(postcard::to_stdvec(&(issued_at, state)).unwrap_or_default());
-    blob
-}
-
-/// The `(issued_at, state)` of a stored session; `None` when it cannot be read (damaged,
-/// or written by a build with another state layout).
-pub fn decode_state(blob: &[u8]) -> Option<(u64, crate::stream::StreamState)> {
-    match blob.split_first() {
-        Some((&crate::context::token::VERSION, rest)) => postcard::from_bytes(rest).ok(),
-        _ => None,
-    }
-}
-
 /// Redis operations give up after this long (the client gets 503 and retries).
 const TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -249,6 +232,7 @@ mod tests {
 
     #[test]
     fn stored_state_round_trips_and_other_versions_are_refused() {
+        use crate::context::{decode_state, encode_state};
         let state = crate::stream::StreamState {
             seq: 3,
             tail: crate::stream::TailAudio::Pcm16(vec![1, 0, 255, 127]),

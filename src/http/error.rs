@@ -6,8 +6,10 @@ use warp::http::StatusCode;
 
 use crate::asr::AsrError;
 use crate::audio::AudioError;
-use crate::context::TokenError;
+use crate::context::{ContextError, TokenError};
 use crate::inference::InferenceError;
+use crate::service::ChunkError;
+use crate::stream::TailError;
 
 /// An error as the client sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -162,6 +164,60 @@ impl From<InferenceError> for ApiError {
                 message,
             )
             .retry_after(2),
+        }
+    }
+}
+
+impl From<ChunkError> for ApiError {
+    fn from(e: ChunkError) -> Self {
+        let message = e.to_string();
+        match e {
+            ChunkError::SeqZero => Self::bad_request("invalid_parameter", message),
+            ChunkError::UnknownLanguage(_) => Self::bad_request("unknown_language", message),
+            ChunkError::LanguageNotSupported(_) => {
+                Self::bad_request("language_not_supported", message)
+            }
+            ChunkError::TooSlow { .. } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "response_too_slow",
+                message,
+            ),
+            ChunkError::KeepAudioFormat { .. } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "keep_audio_format",
+                message,
+            ),
+            ChunkError::Tail(TailError::Missing(_)) => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "tail_missing", message)
+            }
+            ChunkError::Tail(_) => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "tail_mismatch", message)
+            }
+            ChunkError::Context(e) => e.into(),
+            ChunkError::Audio(e) => e.into(),
+            ChunkError::Engine(e) => e.into(),
+            ChunkError::Inference(e) => e.into(),
+        }
+    }
+}
+
+impl From<ContextError> for ApiError {
+    fn from(e: ContextError) -> Self {
+        let message = e.to_string();
+        match e {
+            ContextError::InvalidSessionId => Self::bad_request("invalid_session_id", message),
+            ContextError::SessionsDisabled => Self::bad_request("sessions_disabled", message),
+            ContextError::Unavailable(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "sessions_unavailable",
+                message,
+            )
+            .retry_after(2),
+            ContextError::Corrupt => Self::new(StatusCode::CONFLICT, "session_corrupt", message),
+            ContextError::SequenceConflict { .. } => {
+                Self::new(StatusCode::CONFLICT, "sequence_conflict", message)
+            }
+            ContextError::Token(e) => e.into(),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! HTTP: the Functions host's two request modes, routing, and rendering. Knows nothing
-//! about Whisper: it parses requests, hands the work to `transcribe`, renders the answer.
+//! about Whisper: it parses requests, hands each chunk to `service`, renders the answer.
 //!
 //! | path | mode |
 //! |---|---|
@@ -37,27 +37,10 @@ use warp::Filter;
 
 pub use error::ApiError;
 pub use payload::parse as parse_envelope;
-pub use request::{parse_transcribe, QueryOptions, TranscribeRequest, AUDIO_FIELD};
+pub use request::{parse_transcribe, QueryOptions, AUDIO_FIELD};
 
-use crate::config::Config;
-use crate::inference::Inference;
 use crate::metrics::Metrics;
-
-/// Everything a request handler needs, shared by all requests.
-pub struct App {
-    /// Validated configuration.
-    pub config: Config,
-    /// The model and its worker pool.
-    pub inference: Arc<Inference>,
-    /// Counters for `/api/status`.
-    pub metrics: Metrics,
-    /// Redis sessions, when `REDIS_URL` is set.
-    pub sessions: Option<crate::context::sessions::SessionStore>,
-    /// The speaker encoder (`None`: speaker labels are off; `Err`: it failed to load).
-    pub speaker: Option<Result<Arc<dyn crate::speaker::SpeakerEncoder>, String>>,
-    /// Draining after SIGTERM, and the API requests in flight.
-    pub lifecycle: crate::lifecycle::Lifecycle,
-}
+use crate::service::App;
 
 /// The metadata of one incoming request that handlers use.
 #[derive(Clone)]

@@ -1,7 +1,7 @@
 //! The OpenAI audio API, as OpenAI documents it, on prepis's own pipeline:
 //! `POST /v1/audio/transcriptions`, `POST /v1/audio/translations`, `GET /v1/models` (and
 //! the same under `/api/v1/…`, where the Functions host routes them). A request is one
-//! whole file (`transcribe::run` with `final=true`); only the rendering is OpenAI's:
+//! whole file (`service::transcribe_chunk` with `final=true`); only the rendering is OpenAI's:
 //! `json`, `text`, `srt`, `vtt`, `verbose_json` (segments and words), `diarized_json`,
 //! Server-Sent Events for `stream=true`, and errors as `{"error": {message, type, param,
 //! code}}` with statuses the official SDKs turn into their typed exceptions.
@@ -16,9 +16,10 @@ use warp::reply::{Reply as _, Response};
 
 use super::error::ApiError;
 use super::request::{parse_transcribe, QueryOptions};
-use super::transcribe::{self, Decoding, Done, Ran};
+use super::transcribe;
 use super::{json_response, round3, App, Incoming};
 use crate::asr::{self, Progress};
+use crate::service::{transcribe_chunk, Decoding, Done, Ran};
 use crate::stream::{FinalSegment, SegmentScore};
 
 /// Transcription (in the language spoken) or translation (to English).
@@ -123,21 +124,21 @@ pub(super) async fn audio(
 async fn whole_file<'a>(
     app: &'a App,
     incoming: &Incoming,
-    request: super::TranscribeRequest,
+    request: crate::service::ChunkRequest,
     decoding: Decoding,
     started: Instant,
 ) -> Result<Box<Done<'a>>, ApiError> {
-    let result = match transcribe::run(app, request, None, decoding).await {
+    let result = match transcribe_chunk(app, request, None, decoding).await {
         Ok(Ran::Done(done)) => Ok(done),
         // No session, so no replays: a whole file is always run.
-        Ok(Ran::Replayed(_)) => Err(ApiError::new(
+        Ok(Ran::Replayed { .. }) => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "a whole-file request was answered as a replay",
         )),
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     };
-    let summary = result.as_ref().map(|done| done.outcome_summary(0));
+    let summary = result.as_ref().map(|done| transcribe::summary(done, 0));
     transcribe::record(
         app,
         incoming,
@@ -155,7 +156,7 @@ async fn parse(
     incoming: &Incoming,
     body: Bytes,
     task: Task,
-) -> Result<(super::TranscribeRequest, Options), OpenAiError> {
+) -> Result<(crate::service::ChunkRequest, Options), OpenAiError> {
     if body.len() > app.config.max_body_bytes {
         return Err(ApiError::body_too_large(app.config.max_body_bytes).into());
     }
@@ -384,7 +385,7 @@ fn best_score(scores: &[SegmentScore], start: u64, end: u64) -> Option<&SegmentS
 async fn streamed(
     app: &Arc<App>,
     incoming: &Incoming,
-    request: super::TranscribeRequest,
+    request: crate::service::ChunkRequest,
     mut decoding: Decoding,
     started: Instant,
 ) -> Response {

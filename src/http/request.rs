@@ -1,4 +1,4 @@
-//! The three shapes of a transcription request, reduced to one `TranscribeRequest`:
+//! The three shapes of a transcription request, reduced to one `ChunkRequest`:
 //! `multipart/form-data` (field `audio_file`), a raw audio body, and
 //! `application/json` `{"audio": "<base64>", …}`. Scalar options may also come as
 //! query parameters; a body field wins over the query.
@@ -10,44 +10,10 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 use crate::audio::MediaType;
+use crate::service::ChunkRequest;
 
 /// The multipart field that carries the audio (what the original browser client sends).
 pub const AUDIO_FIELD: &str = "audio_file";
-
-/// One parsed transcription request.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct TranscribeRequest {
-    /// The audio bytes as sent.
-    pub audio: Bytes,
-    /// The media type the client gave the audio (part type, body type or `format`).
-    pub audio_type: Option<String>,
-    /// Requested language (`auto` or absent: detect).
-    pub language: Option<String>,
-    /// The context token from the previous response.
-    pub context: Option<String>,
-    /// Whether this is the stream's last chunk (commit everything).
-    pub last: Option<bool>,
-    /// Redis mode: the session this chunk belongs to.
-    pub session_id: Option<String>,
-    /// Redis mode: this chunk's sequence number (1 for the first), for safe retries.
-    pub seq: Option<u64>,
-    /// Speaker labels on (default) or off for this stream.
-    pub diarize: Option<bool>,
-    /// Most speakers the stream may have.
-    pub max_speakers: Option<u32>,
-    /// Speakers the client expects at least (a hint).
-    pub min_speakers: Option<u32>,
-    /// The client keeps the stream's unconfirmed audio and sends it back (given on the
-    /// first chunk; the stream keeps it).
-    pub keep_audio: Option<bool>,
-    /// The unconfirmed audio sent back: 16 kHz mono 16-bit little-endian PCM.
-    pub tail: Option<Bytes>,
-    /// Text the speech continues (vocabulary, spellings, style): Whisper's initial prompt,
-    /// given on the first chunk.
-    pub prompt: Option<String>,
-    /// The multipart body's other text fields, in order (the OpenAI API reads its own).
-    pub other_fields: Vec<(String, String)>,
-}
 
 /// The longest `prompt` (characters); Whisper reads at most 224 tokens of it.
 pub const MAX_PROMPT_CHARS: usize = 1000;
@@ -147,17 +113,17 @@ pub async fn parse_transcribe(
     content_type: Option<&str>,
     query: &QueryOptions,
     body: Bytes,
-) -> Result<TranscribeRequest, ApiError> {
+) -> Result<ChunkRequest, ApiError> {
     let essence = content_type
         .map(|t| MediaType::parse(t).essence)
         .unwrap_or_default();
     let mut request = match essence.as_str() {
         "multipart/form-data" => parse_multipart(content_type.unwrap_or_default(), body).await?,
         "application/json" => parse_json(&body)?,
-        _ => TranscribeRequest {
+        _ => ChunkRequest {
             audio: body,
             audio_type: content_type.map(str::to_string),
-            ..TranscribeRequest::default()
+            ..ChunkRequest::default()
         },
     };
     if request.language.is_none() {
@@ -227,7 +193,7 @@ pub async fn parse_transcribe(
     Ok(request)
 }
 
-fn parse_json(body: &[u8]) -> Result<TranscribeRequest, ApiError> {
+fn parse_json(body: &[u8]) -> Result<ChunkRequest, ApiError> {
     if body.is_empty() {
         return Err(ApiError::bad_request(
             "empty_body",
@@ -262,7 +228,7 @@ fn parse_json(body: &[u8]) -> Result<TranscribeRequest, ApiError> {
                 })
         })
         .transpose()?;
-    Ok(TranscribeRequest {
+    Ok(ChunkRequest {
         audio: Bytes::from(audio),
         prompt: parsed.prompt,
         other_fields: Vec::new(),
@@ -286,7 +252,7 @@ fn parse_json(body: &[u8]) -> Result<TranscribeRequest, ApiError> {
     })
 }
 
-async fn parse_multipart(content_type: &str, body: Bytes) -> Result<TranscribeRequest, ApiError> {
+async fn parse_multipart(content_type: &str, body: Bytes) -> Result<ChunkRequest, ApiError> {
     let boundary = multer::parse_boundary(content_type).map_err(|_| {
         ApiError::bad_request(
             "invalid_multipart",
@@ -301,7 +267,7 @@ async fn parse_multipart(content_type: &str, body: Bytes) -> Result<TranscribeRe
     };
     let mut multipart =
         multer::Multipart::new(stream::iter([Ok::<Bytes, std::io::Error>(body)]), boundary);
-    let mut request = TranscribeRequest::default();
+    let mut request = ChunkRequest::default();
     let mut found_audio = false;
     while let Some(field) = multipart.next_field().await.map_err(broken)? {
         match field.name() {

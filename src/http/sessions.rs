@@ -2,17 +2,15 @@
 //! transcript so far (`&relabel=true`: with the speakers found again over the whole
 //! session), or end the session and remove its data.
 
-use base64::Engine as _;
 use serde_json::{json, Value};
 use warp::http::{Method, StatusCode};
 use warp::reply::Response;
 
 use super::error::ApiError;
 use super::request::{parse_bool, QueryOptions};
-use super::transcribe::{redis_unavailable, session_corrupt};
 use super::{error_response, json_response, App, Incoming};
-use crate::context::sessions::{decode_state, valid_session_id, SessionStore};
-use crate::speaker::encoder::{dequantise, DIM};
+use crate::context::sessions::valid_session_id;
+use crate::context::{decode_state, ContextError, SessionStore};
 use crate::speaker::relabel::{relabel as relabel_prints, RelabelPolicy};
 use crate::speaker::{StreamSpeakerOptions, Voiceprint};
 
@@ -49,7 +47,7 @@ async fn handle(app: &App, incoming: &Incoming) -> Result<Value, ApiError> {
         )
     };
     if incoming.method == Method::DELETE {
-        return if store.delete(&id).await.map_err(redis_unavailable)? {
+        return if store.delete(&id).await.map_err(ContextError::from)? {
             tracing::info!(event = "session_deleted");
             Ok(json!({"session_id": id, "deleted": true}))
         } else {
@@ -65,7 +63,7 @@ async fn handle(app: &App, incoming: &Incoming) -> Result<Value, ApiError> {
     let (seq, segments) = store
         .segments(&id)
         .await
-        .map_err(redis_unavailable)?
+        .map_err(ContextError::from)?
         .ok_or_else(not_found)?;
     let mut results: Vec<Value> = segments
         .iter()
@@ -117,13 +115,7 @@ fn take_voiceprint(segment: &mut Value) -> Option<Voiceprint> {
     let object = segment.as_object_mut()?;
     let print = object.remove("voiceprint");
     let speech_ms = object.remove("voice_ms")?.as_u64()?;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(print?.as_str()?)
-        .ok()?;
-    (bytes.len() == DIM).then(|| Voiceprint {
-        vector: dequantise(&bytes.iter().map(|&b| b as i8).collect::<Vec<_>>()),
-        speech_ms,
-    })
+    Voiceprint::decode(print?.as_str()?, speech_ms)
 }
 
 /// The stream's speaker options, from the stored stream state.
@@ -131,10 +123,10 @@ async fn stream_options(
     store: &SessionStore,
     id: &str,
 ) -> Result<Option<StreamSpeakerOptions>, ApiError> {
-    let Some(stored) = store.load(id).await.map_err(redis_unavailable)? else {
+    let Some(stored) = store.load(id).await.map_err(ContextError::from)? else {
         return Ok(None);
     };
     decode_state(&stored.state)
         .map(|(_, state)| Some(state.speakers.options))
-        .ok_or_else(session_corrupt)
+        .ok_or(ContextError::Corrupt.into())
 }

@@ -1,26 +1,20 @@
-//! `POST /api/transcribe` in both host modes: parse, check the language, run decode + VAD
-//! + Whisper on the inference pool, render the result, count and log it.
+//! `POST /api/transcribe` in both host modes: parse the request, run the chunk
+//! (`service::transcribe_chunk`), render prepis's answer and save it with the stream's
+//! state, count and log it.
 
 use std::time::Instant;
 
-use base64::Engine as _;
 use bytes::Bytes;
 use serde::Serialize;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::error::ApiError;
-use super::request::{parse_transcribe, QueryOptions, TranscribeRequest};
+use super::request::{parse_transcribe, QueryOptions};
 use super::{envelope_response, error_response, json_response, payload, round3, App, Incoming};
-use crate::asr;
-use crate::audio::{self, DecodeLimits};
-use crate::context::sessions::{
-    decode_state, encode_state, valid_session_id, Commit, SessionStore,
-};
-use crate::context::token;
-use crate::stream::{
-    join_words, process_chunk, ChunkOptions, ChunkOutcome, StreamState, TailAudio,
-};
+use crate::context::Saved;
+use crate::service::{transcribe_chunk, Decoding, Done, Ran};
+use crate::stream::join_words;
 
 /// One final segment of the response (stream time, seconds).
 #[derive(Debug, Serialize, serde::Deserialize)]
@@ -86,9 +80,9 @@ struct StreamOut {
 
 /// The response body of a successful transcription.
 #[derive(Debug, Serialize)]
-struct TranscribeResponse {
+struct TranscribeResponse<'a> {
     /// Final segments committed by this request.
-    results: Vec<SegmentOut>,
+    results: &'a [SegmentOut],
     /// The texts of `results` joined by spaces.
     text: String,
     partial: Option<PartialOut>,
@@ -175,334 +169,31 @@ async fn handle(
         return Err(ApiError::body_too_large(app.config.max_body_bytes));
     }
     let request = parse_transcribe(content_type, query, body).await?;
-    match run(app, request, context_header, Decoding::default()).await? {
-        Ran::Replayed(reply) => Ok(reply),
-        Ran::Done(done) => render(app, done).await,
+    match transcribe_chunk(app, request, context_header, Decoding::default()).await? {
+        Ran::Replayed { seq, reply } => Ok(replayed(reply, seq)),
+        Ran::Done(done) => render(&done).await,
     }
 }
 
-/// What a request asks of Whisper beyond the stream's options: the OpenAI API's task and
-/// temperature, and a listener for a whole file's text as it is decoded.
-#[derive(Debug, Clone, Default)]
-pub(super) struct Decoding {
-    pub translate: bool,
-    pub temperature: f32,
-    pub progress: Option<asr::Progress>,
-    /// Each final segment's token ids are wanted (`Done::tokens`).
-    pub tokenize: bool,
-}
-
-/// A request the pipeline has run: a retry answered from its stored reply, or the work done.
-pub(super) enum Ran<'a> {
-    Replayed(Reply),
-    Done(Box<Done<'a>>),
-}
-
-/// What one request produced, before any API renders it.
-pub(super) struct Done<'a> {
-    pub state: StreamState,
-    pub outcome: ChunkOutcome,
-    pub audio: audio::DecodedAudio,
-    /// Problems that did not stop the request (decoding, speaker labels).
-    pub warnings: Vec<String>,
-    pub model: String,
-    pub processing_ms: u64,
-    /// The request's audio bytes.
-    pub bytes: usize,
-    /// Whether this was the stream's last chunk (or a whole file).
-    pub last: bool,
-    /// Token ids of each final segment's text, when asked for (`Decoding::tokenize`).
-    pub tokens: Vec<Vec<i32>>,
-    issued_at: u64,
-    session: Option<(String, &'a SessionStore)>,
-    stored_seq: u64,
-}
-
-impl Done<'_> {
-    /// What the log line and counters record.
-    pub(super) fn outcome_summary(&self, context_bytes: usize) -> Outcome {
-        Outcome {
-            bytes: self.bytes,
-            format: self.audio.format,
-            duration: self.audio.duration(),
-            segments: self.outcome.segments.len(),
-            context_bytes,
-            whisper_ran: self.outcome.recognised,
-            seq: self.state.seq,
-            processing_ms: self.processing_ms,
-            replayed: false,
-        }
+/// What the log line and counters record of a chunk done.
+pub(super) fn summary(done: &Done, context_bytes: usize) -> Outcome {
+    Outcome {
+        bytes: done.bytes,
+        format: done.audio.format,
+        duration: done.audio.duration(),
+        segments: done.outcome.segments.len(),
+        context_bytes,
+        whisper_ran: done.outcome.recognised,
+        seq: done.state.seq,
+        processing_ms: done.processing_ms,
+        replayed: false,
     }
-
-    /// A whole request (or stream) that ends without a single word says so.
-    pub(super) fn nothing_heard(&self) -> Option<String> {
-        (self.last && self.outcome.segments.is_empty() && self.state.committed_until_ms == 0).then(
-            || "no speech was recognised in the audio (silence, noise, or not speech)".to_string(),
-        )
-    }
-}
-
-/// Runs one parsed request: its stream's state from the token, the session or nowhere, the
-/// audio decoded, Whisper, the policy and speaker labels on the inference pool.
-pub(super) async fn run<'a>(
-    app: &'a App,
-    request: TranscribeRequest,
-    context_header: Option<String>,
-    decoding: Decoding,
-) -> Result<Ran<'a>, ApiError> {
-    if request.seq == Some(0) {
-        return Err(ApiError::bad_request(
-            "invalid_parameter",
-            "seq=0: chunks are numbered from 1",
-        ));
-    }
-    let language = requested_language(app, request.language.as_deref())?;
-    let context = request
-        .context
-        .clone()
-        .or(context_header)
-        .filter(|c| !c.trim().is_empty());
-    let session = match request.session_id.as_deref() {
-        None => None,
-        Some(id) if !valid_session_id(id) => {
-            return Err(ApiError::bad_request(
-                "invalid_session_id",
-                "session_id must be 1-128 letters, digits or -_.:",
-            ))
-        }
-        Some(id) => Some((id.to_string(), session_store(app)?)),
-    };
-    let now = unix_now();
-
-    // Where the stream's state comes from: the session in Redis, the token, or nowhere.
-    let mut stored_seq = 0;
-    let (state, issued_at) = if let Some((id, store)) = &session {
-        match store.load(id).await.map_err(redis_unavailable)? {
-            Some(stored) => {
-                stored_seq = stored.seq;
-                if let Some(seq) = request.seq {
-                    if seq <= stored.seq {
-                        return match stored.last_reply {
-                            Some((reply_seq, body)) if reply_seq == seq => {
-                                Ok(Ran::Replayed(replayed(body, seq)))
-                            }
-                            _ => Err(sequence_conflict(seq, stored.seq)),
-                        };
-                    }
-                }
-                decode_state(&stored.state)
-                    .map(|(issued, state)| (state, issued))
-                    .ok_or_else(session_corrupt)?
-            }
-            None => (
-                StreamState {
-                    id: random_id(),
-                    ..StreamState::default()
-                },
-                now,
-            ),
-        }
-    } else if let Some(token) = &context {
-        let opened = token::open(
-            &app.config.context_keys,
-            token,
-            now,
-            app.config.max_context_bytes,
-        )?;
-        (opened.state, opened.issued_at)
-    } else {
-        (
-            StreamState {
-                id: random_id(),
-                ..StreamState::default()
-            },
-            now,
-        )
-    };
-    if let Some(seq) = request.seq {
-        if seq != state.seq + 1 {
-            return Err(sequence_conflict(seq, state.seq));
-        }
-    }
-    // Without a context or session a request is a whole utterance unless the client says otherwise.
-    let last = request
-        .last
-        .unwrap_or(context.is_none() && session.is_none());
-    let limits = DecodeLimits {
-        max_seconds: app.config.max_audio_seconds,
-    };
-    let policy = app.config.stream;
-    // Speaker options hold for the stream from the chunk that gave them.
-    let mut state = state;
-    if state.seq == 0 {
-        if let Some(prompt) = &request.prompt {
-            state.prompt = prompt.clone();
-        }
-        state.tail = if session.is_some() {
-            TailAudio::Pcm16(Vec::new())
-        } else if request.keep_audio == Some(true) {
-            TailAudio::Client { digest: 0 }
-        } else {
-            TailAudio::MuLaw(Vec::new())
-        };
-    }
-    let asked = &mut state.speakers.options;
-    if let Some(on) = request.diarize {
-        asked.off = !on;
-    }
-    asked.max_speakers = request.max_speakers.or(asked.max_speakers);
-    asked.min_speakers = request.min_speakers.or(asked.min_speakers);
-    let asked = *asked;
-    let mut speaker_warning = None;
-    let encoder = match &app.speaker {
-        _ if asked.off => None,
-        Some(Ok(encoder)) => Some(encoder.clone()),
-        Some(Err(e)) => {
-            speaker_warning = Some(format!("speaker labels are unavailable: {e}"));
-            None
-        }
-        None => {
-            if request.diarize == Some(true) {
-                speaker_warning = Some(
-                    "speaker labels are off on this service (PREPIS_SPEAKER_MODEL=off)".into(),
-                );
-            }
-            None
-        }
-    };
-    let tracker = encoder.as_ref().map(|_| crate::speaker::TrackerPolicy {
-        max_speakers: asked
-            .max_speakers
-            .map_or(app.config.speakers.max_speakers, |n| n as usize),
-        min_speakers: asked.min_speakers.unwrap_or(1) as usize,
-        ..app.config.speakers
-    });
-    let started = Instant::now();
-    let bytes = request.audio.len();
-    let tokenize = decoding.tokenize;
-    // Azure's front end cuts a response after 230 s: refuse at once what would take longer.
-    let seconds_per_audio_second = app.metrics.expected_seconds(1.0);
-    let response_seconds = app.config.response_seconds;
-    let job = app.inference.run(move |engine| {
-        tracing::debug!(event = "inference_started", seq = state.seq + 1);
-        let mut state = state;
-        let audio = if request.audio.is_empty() && last && state.seq > 0 {
-            // An empty last chunk ends a stream: the pending words are committed.
-            audio::DecodedAudio::nothing()
-        } else {
-            let (decoded, recording) = audio::decode_stream_chunk(
-                &request.audio,
-                request.audio_type.as_deref(),
-                limits,
-                state.recording.as_ref(),
-                last,
-            )?;
-            state.recording = recording;
-            decoded
-        };
-        let expected = audio.duration() * seconds_per_audio_second;
-        if expected > RESPONSE_MARGIN * response_seconds {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "response_too_slow",
-                format!("{:.0} s of audio would take about {expected:.0} s to transcribe here, and a response is cut after {response_seconds:.0} s (Azure's front end; PREPIS_RESPONSE_SECONDS): stream it in chunks instead (`handler stream FILE` does; `handler transcribe` falls back to it)", audio.duration()),
-            ));
-        }
-        if state.tail.with_client() && state.seq == 0 && !audio.samples.is_empty() {
-            let (rate, channels) = (audio.source_rate, audio.source_channels);
-            if (rate, channels) != (16_000, 1) {
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "keep_audio_format",
-                    format!("keep_audio needs 16 kHz mono chunks (audio/pcm;rate=16000, or 16 kHz mono WAV) that the client can send back as they were; this one is {rate} Hz, {channels} channel(s): convert the chunks, or leave keep_audio off"),
-                ));
-            }
-        }
-        let resent = request.tail.as_deref().map(crate::audio::s16le);
-        let tail = state.tail_audio(resent.as_deref()).map_err(|e| {
-            let code = match e {
-                crate::stream::TailError::Missing(_) => "tail_missing",
-                _ => "tail_mismatch",
-            };
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string())
-        })?;
-        let options = ChunkOptions {
-            last,
-            language,
-            speakers: tracker,
-            translate: decoding.translate,
-            temperature: decoding.temperature,
-            progress: decoding.progress,
-        };
-        let (state, outcome) = process_chunk(
-            engine,
-            encoder.as_deref(),
-            state,
-            &tail,
-            &audio.samples,
-            &options,
-            &policy,
-        )
-        .map_err(|e| {
-            tracing::error!(event = "inference_error", error = %e);
-            ApiError::from(e)
-        })?;
-        let tokens = if tokenize {
-            let text = |s: &crate::stream::FinalSegment| format!(" {}", s.text());
-            outcome.segments.iter().map(|s| engine.tokenize(&text(s))).collect()
-        } else {
-            Vec::new()
-        };
-        Ok::<_, ApiError>((audio, state, outcome, tokens, engine.info().name.clone()))
-    });
-    let (audio, state, outcome, tokens, model) = job.await??;
-    let processing_ms = started.elapsed().as_millis() as u64;
-    let warnings = audio
-        .warnings
-        .iter()
-        .cloned()
-        .chain(speaker_warning)
-        .collect();
-    Ok(Ran::Done(Box::new(Done {
-        state,
-        outcome,
-        audio,
-        warnings,
-        model,
-        processing_ms,
-        bytes,
-        last,
-        tokens,
-        issued_at,
-        session,
-        stored_seq,
-    })))
 }
 
 /// prepis's own answer: final segments, partial, the next token (or the session committed).
-async fn render(app: &App, done: Box<Done<'_>>) -> Result<Reply, ApiError> {
-    let nothing_heard = done.nothing_heard();
-    let mut summary = done.outcome_summary(0);
-    let Done {
-        state,
-        outcome,
-        audio,
-        warnings,
-        model,
-        processing_ms,
-        issued_at,
-        session,
-        stored_seq,
-        ..
-    } = *done;
-    let sealed = session.is_none().then(|| {
-        token::seal(
-            &app.config.context_keys.current,
-            issued_at,
-            issued_at.saturating_add(app.config.context_ttl_seconds),
-            &state,
-        )
-    });
+async fn render(done: &Done<'_>) -> Result<Reply, ApiError> {
+    let state = &done.state;
+    let outcome = &done.outcome;
     let results: Vec<SegmentOut> = outcome.segments.iter().map(segment_out).collect();
     let text = results
         .iter()
@@ -514,76 +205,68 @@ async fn render(app: &App, done: Box<Done<'_>>) -> Result<Reply, ApiError> {
         start: ms_to_s(outcome.partial[0].start_ms),
         end: ms_to_s(outcome.partial[outcome.partial.len() - 1].end_ms),
     });
-    let segment_json: Vec<String> = results
-        .iter()
-        .zip(&outcome.segments)
-        .filter_map(|(segment, finals)| {
-            let print = finals.voiceprint.as_ref();
-            serde_json::to_string(&StoredSegment {
-                segment,
-                voiceprint: print.map(|p| {
-                    let bytes: Vec<u8> = crate::speaker::encoder::quantise(&p.vector)
-                        .into_iter()
-                        .map(|q| q as u8)
-                        .collect();
-                    base64::engine::general_purpose::STANDARD.encode(bytes)
-                }),
-                voice_ms: print.map(|p| p.speech_ms),
+    // A session keeps each segment with its voiceprint, for the end-of-session relabel.
+    let stored_segments = || {
+        results
+            .iter()
+            .zip(&outcome.segments)
+            .filter_map(|(segment, finals)| {
+                let print = finals.voiceprint.as_ref();
+                serde_json::to_string(&StoredSegment {
+                    segment,
+                    voiceprint: print.map(crate::speaker::Voiceprint::encode),
+                    voice_ms: print.map(|p| p.speech_ms),
+                })
+                .ok()
             })
-            .ok()
-        })
-        .collect();
-    // A whole request (or stream) that ends without a single word says so.
-    summary.context_bytes = sealed.as_ref().map_or(0, String::len);
-    let response = TranscribeResponse {
-        results,
-        text,
-        partial,
-        context: sealed,
-        stream: StreamOut {
-            id: format!("{:016x}", state.id),
-            session_id: session.as_ref().map(|(id, _)| id.clone()),
-            seq: state.seq,
-            committed_until: ms_to_s(state.committed_until_ms),
-            received_until: samples_to_s(state.received_until),
-            tail_samples: state.tail.with_client().then(|| state.tail_samples()),
-        },
-        language: state.language.clone(),
-        duration: round3(audio.duration()),
-        processing_ms,
-        speaker_ms: outcome.speaker_ms,
-        model,
-        warnings: warnings.into_iter().chain(nothing_heard).collect(),
+            .collect::<Vec<String>>()
     };
-    let body = serde_json::to_string(&response).unwrap_or_default();
-
-    if let Some((id, store)) = &session {
-        let blob = encode_state(issued_at, &state);
-        match store
-            .commit(id, stored_seq, state.seq, &blob, &body, &segment_json)
-            .await
-            .map_err(redis_unavailable)?
-        {
-            Commit::Done => {}
-            Commit::Lost { current_seq } => {
-                // A concurrent request (a retry racing its original) committed first.
-                let winner = store.load(id).await.map_err(redis_unavailable)?;
-                return match winner.and_then(|w| w.last_reply) {
-                    Some((seq, body)) if seq == state.seq => Ok(replayed(body, seq)),
-                    _ => Err(sequence_conflict(state.seq, current_seq)),
-                };
-            }
-        }
-    }
-    Ok(Reply {
-        body,
-        outcome: summary,
+    let mut context_bytes = 0;
+    let saved = done
+        .save(|context| {
+            context_bytes = context.as_ref().map_or(0, String::len);
+            let response = TranscribeResponse {
+                results: &results,
+                text,
+                partial,
+                context,
+                stream: StreamOut {
+                    id: format!("{:016x}", state.id),
+                    session_id: done.store.session_id().map(str::to_string),
+                    seq: state.seq,
+                    committed_until: ms_to_s(state.committed_until_ms),
+                    received_until: samples_to_s(state.received_until),
+                    tail_samples: state.tail.with_client().then(|| state.tail_samples()),
+                },
+                language: state.language.clone(),
+                duration: round3(done.audio.duration()),
+                processing_ms: done.processing_ms,
+                speaker_ms: outcome.speaker_ms,
+                model: done.model.clone(),
+                warnings: done
+                    .warnings
+                    .iter()
+                    .cloned()
+                    .chain(done.nothing_heard())
+                    .collect(),
+            };
+            let body = serde_json::to_string(&response).unwrap_or_default();
+            let segments = if done.store.session_id().is_some() {
+                stored_segments()
+            } else {
+                Vec::new()
+            };
+            (body, segments)
+        })
+        .await?;
+    Ok(match saved {
+        Saved::Reply(body) => Reply {
+            body,
+            outcome: summary(done, context_bytes),
+        },
+        Saved::Replay { seq, reply } => replayed(reply, seq),
     })
 }
-
-/// The share of the response limit a request may be expected to take (the estimate is a
-/// moving average; the front end's cut is not).
-const RESPONSE_MARGIN: f64 = 0.8;
 
 /// The answer to a retried chunk: the stored reply, byte for byte.
 fn replayed(body: String, seq: u64) -> Reply {
@@ -603,86 +286,12 @@ fn replayed(body: String, seq: u64) -> Reply {
     }
 }
 
-/// 409 for a stored session this build cannot read.
-pub(super) fn session_corrupt() -> ApiError {
-    ApiError::new(
-        StatusCode::CONFLICT,
-        "session_corrupt",
-        "the stored session cannot be read (damaged, or stored by another version of the service); DELETE it and start again",
-    )
-}
-
-fn session_store(app: &App) -> Result<&crate::context::sessions::SessionStore, ApiError> {
-    app.sessions.as_ref().ok_or_else(|| {
-        ApiError::bad_request(
-            "sessions_disabled",
-            "session_id needs Redis sessions, which this service has not enabled (REDIS_URL); stream with the context token instead",
-        )
-    })
-}
-
-pub(super) fn redis_unavailable(e: crate::context::sessions::StoreError) -> ApiError {
-    tracing::error!(event = "redis_unavailable", error = %e);
-    let mut error = ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "sessions_unavailable",
-        "the session store (Redis) is unavailable; retry the same chunk shortly",
-    );
-    error.retry_after = Some(2);
-    error
-}
-
-fn sequence_conflict(sent: u64, stored: u64) -> ApiError {
-    ApiError::new(
-        StatusCode::CONFLICT,
-        "sequence_conflict",
-        format!("chunk seq={sent} does not follow the session, which has processed {stored} chunks; send seq={}", stored + 1),
-    )
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-fn random_id() -> u64 {
-    let mut bytes = [0u8; 8];
-    getrandom::getrandom(&mut bytes).unwrap_or_default();
-    u64::from_le_bytes(bytes)
-}
-
 fn ms_to_s(ms: u64) -> f64 {
     ms as f64 / 1000.0
 }
 
 fn samples_to_s(samples: u64) -> f64 {
     round3(samples as f64 / 16_000.0)
-}
-
-/// `None` = detect. Unknown codes, and non-English on an English-only model, are refused.
-fn requested_language(app: &App, requested: Option<&str>) -> Result<Option<String>, ApiError> {
-    let requested = requested
-        .map(|l| l.trim().to_ascii_lowercase())
-        .filter(|l| !l.is_empty() && l != "auto")
-        .or_else(|| app.config.default_language.clone());
-    let Some(lang) = requested else {
-        return Ok(None);
-    };
-    if !asr::is_known_language(&lang) {
-        return Err(ApiError::bad_request(
-            "unknown_language",
-            format!("{lang:?} is not a Whisper language code (use e.g. en, de, fr, or auto)"),
-        ));
-    }
-    let english_only = app.inference.status().info.is_some_and(|i| !i.multilingual);
-    if english_only && lang != "en" {
-        return Err(ApiError::bad_request(
-            "language_not_supported",
-            format!("the loaded model is English-only and cannot transcribe {lang:?}"),
-        ));
-    }
-    Ok(Some(lang))
 }
 
 fn finish(

@@ -38,6 +38,29 @@ pub struct Voiceprint {
 }
 
 impl Voiceprint {
+    /// The vector as a session stores it: quantised to i8, base64.
+    pub fn encode(&self) -> String {
+        use base64::Engine as _;
+        let bytes: Vec<u8> = encoder::quantise(&self.vector)
+            .into_iter()
+            .map(|q| q as u8)
+            .collect();
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+
+    /// A stored voiceprint ([`Voiceprint::encode`]) of `speech_ms` of speech; `None` when
+    /// the text is not one.
+    pub fn decode(text: &str, speech_ms: u64) -> Option<Voiceprint> {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .ok()?;
+        (bytes.len() == encoder::DIM).then(|| Voiceprint {
+            vector: encoder::dequantise(&bytes.iter().map(|&b| b as i8).collect::<Vec<_>>()),
+            speech_ms,
+        })
+    }
+
     /// The speech-weighted mean direction of several voiceprints.
     pub fn mean<'a>(prints: impl IntoIterator<Item = &'a Voiceprint>) -> Option<Voiceprint> {
         let mut sum = vec![0.0f32; encoder::DIM];
