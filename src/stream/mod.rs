@@ -13,13 +13,14 @@ pub mod agreement;
 mod invariants;
 pub mod labels;
 pub mod tail;
+mod window;
 
 use serde::{Deserialize, Serialize};
 
 use crate::asr::{AsrError, DecodeOptions, Transcriber};
-use crate::transcription::transcribe_chunk;
 use crate::vad::SpeechMap;
 use agreement::{drop_committed, normalise, words_to_commit, TimedWord};
+use window::{transcribe_window, MIN_SPEECH_SECONDS};
 
 const RATE: u64 = 16_000;
 
@@ -275,7 +276,7 @@ pub fn process_chunk(
     // The VAD runs once over the window; every question below is answered from its map.
     let speech = SpeechMap::of(&window);
     let tail_ms = window_end_ms - window_start_ms - to_ms(new_audio.len() as u64);
-    let new_speech = speech.speech_seconds_from(tail_ms) >= 0.15;
+    let new_speech = speech.speech_seconds_from(tail_ms) >= MIN_SPEECH_SECONDS;
     let trailing_silence_ms = (speech.trailing_silence_seconds() * 1000.0) as u64;
     let endpoint = trailing_silence_ms >= policy.endpoint_silence_ms;
     // Speech in the tail that no final word covers (Whisper heard it and said nothing it
@@ -308,7 +309,7 @@ pub fn process_chunk(
             progress: options.progress.clone(),
         };
         let started = std::time::Instant::now();
-        let transcript = transcribe_chunk(engine, &window, &speech, &decode)?;
+        let transcript = transcribe_window(engine, &window, &speech, &decode)?;
         // What Whisper heard and how long it took (the live benchmark replays these windows).
         tracing::debug!(
             event = "window",

@@ -1,12 +1,12 @@
-//! The policy for one chunk: skip Whisper on audio without speech, run it otherwise,
-//! and drop what Whisper produces on non-speech (markers such as `[BLANK_AUDIO]`,
+//! Whisper on one window: skip it on audio without speech, run it otherwise, and drop
+//! what Whisper produces on non-speech (markers such as `[BLANK_AUDIO]`,
 //! segments it itself judges to be no speech).
 
 use crate::asr::{AsrError, DecodeOptions, Progress, Segment, Transcriber};
 use crate::vad::SpeechMap;
 
 /// Less detected speech than this (seconds) and Whisper is not called at all.
-const MIN_SPEECH_SECONDS: f64 = 0.15;
+pub(super) const MIN_SPEECH_SECONDS: f64 = 0.15;
 /// Silence kept after the last speech when the rest is cut off before Whisper.
 const TRAILING_PAUSE_SECONDS: f64 = 0.3;
 /// A word may start this long after the VAD's last speech (DTW times are ~0.1 s accurate).
@@ -16,36 +16,29 @@ const WORD_AFTER_SPEECH_SECONDS: f64 = 0.15;
 const NO_SPEECH_PROBABILITY: f32 = 0.6;
 const NO_SPEECH_LOGPROB: f32 = -1.0;
 
-/// The outcome for one chunk.
+/// What Whisper heard in one window.
 #[derive(Debug, Clone)]
-pub struct ChunkTranscript {
+pub struct WindowTranscript {
     /// Recognised segments, times relative to the chunk.
     pub segments: Vec<Segment>,
     /// Language used or detected (`None` when Whisper did not run).
     pub language: Option<String>,
-    /// Seconds of speech the VAD found.
-    pub speech_seconds: f64,
-    /// Whether Whisper ran (false: no speech, nothing to do).
-    pub recognised: bool,
     /// Seconds from which Whisper's text cannot be trusted (a loop was cut out there).
     pub unreliable_from: Option<f64>,
 }
 
-/// Transcribes one chunk of 16 kHz mono audio.
+/// Transcribes one window of 16 kHz mono audio.
 /// `speech` is the VAD's map of `samples`.
-pub fn transcribe_chunk(
+pub fn transcribe_window(
     engine: &dyn Transcriber,
     samples: &[f32],
     speech: &SpeechMap,
     options: &DecodeOptions,
-) -> Result<ChunkTranscript, AsrError> {
-    let speech_seconds = speech.speech_seconds();
-    if speech_seconds < MIN_SPEECH_SECONDS {
-        return Ok(ChunkTranscript {
+) -> Result<WindowTranscript, AsrError> {
+    if speech.speech_seconds() < MIN_SPEECH_SECONDS {
+        return Ok(WindowTranscript {
             segments: Vec::new(),
             language: options.language.clone(),
-            speech_seconds,
-            recognised: false,
             unreliable_from: None,
         });
     }
@@ -79,11 +72,9 @@ pub fn transcribe_chunk(
     }
     let transcript = engine.transcribe(heard, &options)?;
     let segments = heard_speech(transcript.segments);
-    Ok(ChunkTranscript {
+    Ok(WindowTranscript {
         segments,
         language: transcript.language,
-        speech_seconds,
-        recognised: true,
         unreliable_from: transcript.unreliable_from,
     })
 }
@@ -166,9 +157,8 @@ mod tests {
         let engine = scripted(vec![segment("Thank you for watching.", 0.1, -0.2)]);
         let silence = vec![0.0; 32_000];
         let speech = SpeechMap::of(&silence);
-        let out = transcribe_chunk(&engine, &silence, &speech, &DecodeOptions::default()).unwrap();
+        let out = transcribe_window(&engine, &silence, &speech, &DecodeOptions::default()).unwrap();
         assert!(out.segments.is_empty());
-        assert!(!out.recognised);
         assert_eq!(engine.calls.load(Ordering::SeqCst), 0);
     }
 
