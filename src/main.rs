@@ -82,7 +82,8 @@ fn serve() -> ExitCode {
             threads_per_worker = config.threads_per_inference,
         );
         let drain = std::time::Duration::from_secs_f64(config.shutdown_drain_seconds);
-        let app = prepis::server::build_app(config);
+        let engines = prepis::server::Engines::configured(&config);
+        let app = prepis::server::build_app(config, engines);
         prepis::server::run(listener, app, shutdown_signal(), drain).await;
         tracing::info!(event = "stopped");
         ExitCode::SUCCESS

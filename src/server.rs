@@ -11,14 +11,32 @@ use crate::http;
 use crate::inference::{InProcess, Inference};
 use crate::metrics::Metrics;
 use crate::service::App;
+use crate::speaker::SpeakerEncoder;
 
-/// Builds the application: starts the inference pool and loads the configured model in
-/// the background (the server answers the readiness probe meanwhile).
-pub fn build_app(config: Config) -> Arc<App> {
+/// What an app serves with: the Whisper pool and the speaker encoder.
+pub struct Engines {
+    pub inference: Arc<Inference>,
+    /// `None`: speaker labels are off; `Err`: the encoder failed to load (why).
+    pub speaker: Option<Result<Arc<dyn SpeakerEncoder>, String>>,
+}
+
+impl Engines {
+    /// The configured engines: starts the inference pool, which loads the model in the
+    /// background (the server answers the readiness probe meanwhile), and loads the speaker
+    /// encoder.
+    pub fn configured(config: &Config) -> Engines {
+        Engines {
+            inference: configured_inference(config),
+            speaker: configured_speaker(config),
+        }
+    }
+}
+
+fn configured_inference(config: &Config) -> Arc<Inference> {
     // whisper.cpp's own log (language lookups run here too) goes through tracing, as in the
     // worker processes.
     whisper_rs::install_logging_hooks();
-    let inference = if config.isolate_engine {
+    if config.isolate_engine {
         let settings = config
             .resolve_model()
             .map(|model| crate::worker::HostSettings {
@@ -65,7 +83,27 @@ pub fn build_app(config: Config) -> Arc<App> {
                 Ok(Arc::new(engine) as Arc<dyn Transcriber>)
             }),
         )
-    };
+    }
+}
+
+fn configured_speaker(config: &Config) -> Option<Result<Arc<dyn SpeakerEncoder>, String>> {
+    config.speaker_model.as_deref().map(|path| {
+        let started = std::time::Instant::now();
+        match crate::speaker::Ge2eEncoder::load(path) {
+            Ok(encoder) => {
+                tracing::info!(event = "speaker_model_loaded", path = %path.display(), load_ms = started.elapsed().as_millis() as u64);
+                Ok(Arc::new(encoder) as Arc<dyn SpeakerEncoder>)
+            }
+            Err(e) => {
+                tracing::error!(event = "speaker_model_unavailable", error = %e);
+                Err(format!("{e} (run scripts/fetch-speaker.sh, or set PREPIS_SPEAKER_MODEL=off)"))
+            }
+        }
+    })
+}
+
+/// Builds the application around its engines (`Engines::configured`, or a test's fakes).
+pub fn build_app(config: Config, engines: Engines) -> Arc<App> {
     let sessions =
         config.redis_url.as_deref().and_then(
             |url| match crate::context::sessions::SessionStore::new(url, config.session_ttl_seconds)
@@ -77,25 +115,12 @@ pub fn build_app(config: Config) -> Arc<App> {
                 }
             },
         );
-    let speaker = config.speaker_model.as_deref().map(|path| {
-        let started = std::time::Instant::now();
-        match crate::speaker::Ge2eEncoder::load(path) {
-            Ok(encoder) => {
-                tracing::info!(event = "speaker_model_loaded", path = %path.display(), load_ms = started.elapsed().as_millis() as u64);
-                Ok(Arc::new(encoder) as Arc<dyn crate::speaker::SpeakerEncoder>)
-            }
-            Err(e) => {
-                tracing::error!(event = "speaker_model_unavailable", error = %e);
-                Err(format!("{e} (run scripts/fetch-speaker.sh, or set PREPIS_SPEAKER_MODEL=off)"))
-            }
-        }
-    });
     Arc::new(App {
         config,
-        inference,
+        inference: engines.inference,
         metrics: Metrics::default(),
         sessions,
-        speaker,
+        speaker: engines.speaker,
         lifecycle: Default::default(),
     })
 }
