@@ -271,7 +271,7 @@ async fn a_stream_carries_its_state_in_the_token_and_ends_with_every_word_final(
     let service = Service::start(&[]).await;
     let audio = speech();
     // Two chunks and an empty last one, each continuing the previous response's token.
-    let half = audio.len() / 2 & !1;
+    let half = (audio.len() / 2) & !1;
     let (status, _, first) = service
         .post("final=false", PCM, audio[..half].to_vec())
         .await;
