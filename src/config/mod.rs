@@ -130,11 +130,12 @@ impl Config {
         };
 
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let threads_per_inference: usize = number(&get, "PREPIS_THREADS", 1)?;
-        let workers: usize = number(
+        let threads_per_inference: usize = number_in(&get, "PREPIS_THREADS", 1, AT_LEAST_ONE)?;
+        let workers: usize = number_in(
             &get,
             "PREPIS_WORKERS",
-            (cores / threads_per_inference.max(1)).max(1),
+            (cores / threads_per_inference).max(1),
+            AT_LEAST_ONE,
         )?;
         // No waiting room by default: under overload a chunk is refused in milliseconds rather
         // than queued behind others (bench/results/overload.md); the client sends its audio again.
@@ -150,62 +151,24 @@ impl Config {
                 })
             }
         };
-        let max_body_bytes: usize = number(&get, "PREPIS_MAX_BODY_BYTES", 25 * 1024 * 1024)?;
-        let max_audio_seconds: f64 = number(&get, "PREPIS_MAX_AUDIO_SECONDS", 300.0)?;
-        let response_seconds: f64 = number(&get, "PREPIS_RESPONSE_SECONDS", 230.0)?;
-        if !(response_seconds.is_finite() && response_seconds > 0.0) {
-            return Err(ConfigError {
-                name: "PREPIS_RESPONSE_SECONDS",
-                value: response_seconds.to_string(),
-                reason: "must be a positive number of seconds".into(),
-            });
-        }
-        let shutdown_drain_seconds: f64 = number(&get, "PREPIS_SHUTDOWN_SECONDS", 20.0)?;
-        if !(0.0..=3600.0).contains(&shutdown_drain_seconds) {
-            return Err(ConfigError {
-                name: "PREPIS_SHUTDOWN_SECONDS",
-                value: shutdown_drain_seconds.to_string(),
-                reason: "must be between 0 and 3600".into(),
-            });
-        }
-        let read_timeout_seconds: f64 = number(&get, "PREPIS_READ_TIMEOUT_SECONDS", 60.0)?;
-        if !(0.1..=3600.0).contains(&read_timeout_seconds) {
-            return Err(ConfigError {
-                name: "PREPIS_READ_TIMEOUT_SECONDS",
-                value: read_timeout_seconds.to_string(),
-                reason: "must be between 0.1 and 3600".into(),
-            });
-        }
-        let min_window_seconds: f64 = number(&get, "PREPIS_MIN_WINDOW_SECONDS", 10.0)?;
-
-        let positive = |name: &'static str, value: usize| {
-            if value == 0 {
-                Err(ConfigError {
-                    name,
-                    value: "0".into(),
-                    reason: "must be at least 1".into(),
-                })
-            } else {
-                Ok(())
-            }
-        };
-        positive("PREPIS_THREADS", threads_per_inference)?;
-        positive("PREPIS_WORKERS", workers)?;
-        positive("PREPIS_MAX_BODY_BYTES", max_body_bytes)?;
-        if !(max_audio_seconds.is_finite() && max_audio_seconds > 0.0) {
-            return Err(ConfigError {
-                name: "PREPIS_MAX_AUDIO_SECONDS",
-                value: max_audio_seconds.to_string(),
-                reason: "must be a positive number of seconds".into(),
-            });
-        }
-        if !(1.0..=30.0).contains(&min_window_seconds) {
-            return Err(ConfigError {
-                name: "PREPIS_MIN_WINDOW_SECONDS",
-                value: min_window_seconds.to_string(),
-                reason: "must be between 1 and 30".into(),
-            });
-        }
+        let max_body_bytes: usize = number_in(
+            &get,
+            "PREPIS_MAX_BODY_BYTES",
+            25 * 1024 * 1024,
+            AT_LEAST_ONE,
+        )?;
+        let max_audio_seconds = number_in(&get, "PREPIS_MAX_AUDIO_SECONDS", 300.0, POSITIVE)?;
+        let response_seconds = number_in(&get, "PREPIS_RESPONSE_SECONDS", 230.0, POSITIVE)?;
+        let shutdown_drain_seconds =
+            number_in(&get, "PREPIS_SHUTDOWN_SECONDS", 20.0, (0.0..=3600.0, ""))?;
+        let read_timeout_seconds = number_in(
+            &get,
+            "PREPIS_READ_TIMEOUT_SECONDS",
+            60.0,
+            (0.1..=3600.0, ""),
+        )?;
+        let min_window_seconds =
+            number_in(&get, "PREPIS_MIN_WINDOW_SECONDS", 10.0, (1.0..=30.0, ""))?;
 
         let default_language = match get("PREPIS_LANGUAGE") {
             None => None,
@@ -255,14 +218,12 @@ impl Config {
 
         let session_ttl_seconds: u64 = number(&get, "PREPIS_SESSION_TTL_SECONDS", 3600)?;
         let defaults = StreamPolicy::default();
-        let max_tail_ms = number(&get, "PREPIS_MAX_TAIL_MS", defaults.max_tail_ms)?;
-        if !(2_000..=20_000).contains(&max_tail_ms) {
-            return Err(ConfigError {
-                name: "PREPIS_MAX_TAIL_MS",
-                value: max_tail_ms.to_string(),
-                reason: "must be between 2000 and 20000".into(),
-            });
-        }
+        let max_tail_ms = number_in(
+            &get,
+            "PREPIS_MAX_TAIL_MS",
+            defaults.max_tail_ms,
+            (2_000..=20_000, ""),
+        )?;
         let stream = StreamPolicy {
             guard_ms: number(&get, "PREPIS_GUARD_MS", defaults.guard_ms)?,
             endpoint_silence_ms: number(&get, "PREPIS_ENDPOINT_MS", defaults.endpoint_silence_ms)?,
@@ -375,6 +336,38 @@ fn parse<T: std::str::FromStr>(name: &'static str, value: &str) -> Result<T, Con
         name,
         value: value.to_string(),
         reason: "not a valid number".into(),
+    })
+}
+
+/// Values a setting may take, and how to say so (empty: "must be between A and B").
+type Allowed<T> = (std::ops::RangeInclusive<T>, &'static str);
+const AT_LEAST_ONE: Allowed<usize> = (1..=usize::MAX, "must be at least 1");
+/// Positive and finite.
+const POSITIVE: Allowed<f64> = (
+    f64::MIN_POSITIVE..=f64::MAX,
+    "must be a positive number of seconds",
+);
+
+/// A numeric setting that must lie in `allowed`.
+fn number_in<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: T,
+    (range, rule): Allowed<T>,
+) -> Result<T, ConfigError> {
+    let value = number(get, name, default)?;
+    if range.contains(&value) {
+        return Ok(value);
+    }
+    let reason = if rule.is_empty() {
+        format!("must be between {} and {}", range.start(), range.end())
+    } else {
+        rule.to_string()
+    };
+    Err(ConfigError {
+        name,
+        value: value.to_string(),
+        reason,
     })
 }
 
