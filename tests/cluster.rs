@@ -177,7 +177,7 @@ impl Cluster {
             ),
             (
                 "PREPIS_LOG".into(),
-                "info,whisper_rs=warn,prepis::http=debug".into(),
+                "info,whisper_rs=warn,prepis::service=debug".into(),
             ),
         ];
         if let Some(redis) = redis {

@@ -1,12 +1,13 @@
 //! The three shapes of a transcription request, reduced to one `ChunkRequest`:
 //! `multipart/form-data` (field `audio_file`), a raw audio body, and
-//! `application/json` `{"audio": "<base64>", …}`. Scalar options may also come as
-//! query parameters; a body field wins over the query.
+//! `application/json` `{"audio": "<base64>", …}`. Options may also come as query parameters;
+//! a body field wins over the query. Every option is read in one place, `set_option`,
+//! whichever of the shapes carried it.
 
 use base64::Engine as _;
 use bytes::Bytes;
 use futures_util::stream;
-use serde::Deserialize;
+use serde_json::Value;
 
 use super::error::ApiError;
 use crate::audio::MediaType;
@@ -18,62 +19,13 @@ pub const AUDIO_FIELD: &str = "audio_file";
 /// The longest `prompt` (characters); Whisper reads at most 224 tokens of it.
 pub const MAX_PROMPT_CHARS: usize = 1000;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JsonRequest {
-    audio: String,
-    #[serde(default)]
-    language: Option<String>,
-    #[serde(default)]
-    format: Option<String>,
-    #[serde(default)]
-    context: Option<String>,
-    #[serde(default, rename = "final")]
-    last: Option<bool>,
-    #[serde(default)]
-    session_id: Option<String>,
-    #[serde(default)]
-    seq: Option<u64>,
-    #[serde(default)]
-    diarize: Option<bool>,
-    #[serde(default)]
-    max_speakers: Option<u32>,
-    #[serde(default)]
-    min_speakers: Option<u32>,
-    #[serde(default)]
-    keep_audio: Option<bool>,
-    /// Base64 of the tail's 16-bit PCM.
-    #[serde(default)]
-    tail: Option<String>,
-    #[serde(default)]
-    prompt: Option<String>,
-}
-
-/// Options that may come from the query string.
+/// The query string's parameters, as sent (checked when a request takes them as options).
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct QueryOptions {
-    pub language: Option<String>,
-    pub format: Option<String>,
-    pub context: Option<String>,
-    /// `final`: raw text, checked when the request is assembled.
-    pub last: Option<String>,
-    pub session_id: Option<String>,
-    /// `seq`: raw text, checked when the request is assembled.
-    pub seq: Option<String>,
-    /// `diarize`, `max_speakers`, `min_speakers`: raw text, checked when assembled.
-    pub diarize: Option<String>,
-    pub max_speakers: Option<String>,
-    pub min_speakers: Option<String>,
-    /// `relabel` (session GET): raw text.
-    pub relabel: Option<String>,
-    /// `keep_audio`: raw text, checked when assembled.
-    pub keep_audio: Option<String>,
-    pub prompt: Option<String>,
-}
+pub struct QueryOptions(Vec<(String, String)>);
 
 impl QueryOptions {
-    /// Reads the recognised parameters of a raw query string; others are ignored
-    /// (the Functions host adds `code=` for keys).
+    /// Reads a raw query string (the Functions host adds `code=` for keys; parameters that
+    /// are no option are ignored).
     pub fn parse(raw: &str) -> Result<Self, ApiError> {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw).map_err(|_| {
             ApiError::bad_request(
@@ -84,31 +36,47 @@ impl QueryOptions {
         Ok(Self::from_pairs(pairs))
     }
 
-    /// Reads the recognised parameters from name/value pairs.
+    /// The parameters from name/value pairs.
     pub fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
-        let mut options = QueryOptions::default();
-        for (name, value) in pairs {
-            match name.as_str() {
-                "language" => options.language = Some(value),
-                "format" => options.format = Some(value),
-                "context" => options.context = Some(value),
-                "final" => options.last = Some(value),
-                "session_id" => options.session_id = Some(value),
-                "seq" => options.seq = Some(value),
-                "diarize" => options.diarize = Some(value),
-                "max_speakers" => options.max_speakers = Some(value),
-                "min_speakers" => options.min_speakers = Some(value),
-                "relabel" => options.relabel = Some(value),
-                "keep_audio" => options.keep_audio = Some(value),
-                "prompt" => options.prompt = Some(value),
-                _ => {}
-            }
-        }
-        options
+        QueryOptions(pairs.into_iter().collect())
+    }
+
+    /// The value of parameter `name` (the last one, when it is repeated).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
-/// Parses a request body according to its content type.
+/// Sets option `name` of `request` from its text, however the request carried it; `false`
+/// when `name` is no option. The one list of the options of `/api/transcribe`.
+fn set_option(request: &mut ChunkRequest, name: &str, value: String) -> Result<bool, ApiError> {
+    match name {
+        "language" => request.language = Some(value),
+        "format" => request.audio_type = Some(value),
+        "context" => request.context = Some(value),
+        "final" => request.last = Some(parse_bool(name, &value)?),
+        "session_id" => request.session_id = Some(value),
+        "seq" => request.seq = Some(parse_seq(&value)?),
+        "diarize" => request.diarize = Some(parse_bool(name, &value)?),
+        "max_speakers" => request.max_speakers = Some(parse_speakers(name, &value)?),
+        "min_speakers" => request.min_speakers = Some(parse_speakers(name, &value)?),
+        "keep_audio" => request.keep_audio = Some(parse_bool(name, &value)?),
+        "prompt" => request.prompt = Some(value),
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// Whether `name` is an option (asked of `set_option` itself, so that the list stays one).
+fn is_option(name: &str) -> bool {
+    set_option(&mut ChunkRequest::default(), name, String::new()) != Ok(false)
+}
+
+/// Parses a request body according to its content type, over the query's options.
 pub async fn parse_transcribe(
     content_type: Option<&str>,
     query: &QueryOptions,
@@ -117,71 +85,28 @@ pub async fn parse_transcribe(
     let essence = content_type
         .map(|t| MediaType::parse(t).essence)
         .unwrap_or_default();
-    let mut request = match essence.as_str() {
-        "multipart/form-data" => parse_multipart(content_type.unwrap_or_default(), body).await?,
-        "application/json" => parse_json(&body)?,
-        _ => ChunkRequest {
-            audio: body,
-            audio_type: content_type.map(str::to_string),
-            ..ChunkRequest::default()
-        },
-    };
-    if request.language.is_none() {
-        request.language = query.language.clone();
+    let mut request = ChunkRequest::default();
+    for (name, value) in &query.0 {
+        set_option(&mut request, name, value.clone())?;
     }
-    if request.context.is_none() {
-        request.context = query.context.clone();
-    }
-    if request.last.is_none() {
-        request.last = query
-            .last
-            .as_deref()
-            .map(|v| parse_bool("final", v))
-            .transpose()?;
-    }
-    if request.diarize.is_none() {
-        request.diarize = query
-            .diarize
-            .as_deref()
-            .map(|v| parse_bool("diarize", v))
-            .transpose()?;
-    }
-    if request.max_speakers.is_none() {
-        request.max_speakers = query
-            .max_speakers
-            .as_deref()
-            .map(|v| parse_speakers("max_speakers", v))
-            .transpose()?;
-    }
-    if request.min_speakers.is_none() {
-        request.min_speakers = query
-            .min_speakers
-            .as_deref()
-            .map(|v| parse_speakers("min_speakers", v))
-            .transpose()?;
-    }
-    if request.keep_audio.is_none() {
-        request.keep_audio = query
-            .keep_audio
-            .as_deref()
-            .map(|v| parse_bool("keep_audio", v))
-            .transpose()?;
-    }
-    if request.session_id.is_none() {
-        request.session_id = query.session_id.clone();
-    }
-    if request.prompt.is_none() {
-        request.prompt = query.prompt.clone();
-    }
-    request.prompt = checked_prompt(request.prompt.take())?;
-    if request.seq.is_none() {
-        request.seq = query.seq.as_deref().map(parse_seq).transpose()?;
-    }
-    if let Some(format) = &query.format {
-        if essence != "application/json" || request.audio_type.is_none() {
-            request.audio_type = Some(format.clone());
+    match essence.as_str() {
+        "multipart/form-data" => {
+            parse_multipart(&mut request, content_type.unwrap_or_default(), body).await?
+        }
+        "application/json" => parse_json(&mut request, &body)?,
+        _ => {
+            request.audio = body;
+            request.audio_type = content_type.map(str::to_string);
         }
     }
+    // `format` names what the bytes are: the query's wins over a raw body's or a multipart
+    // part's declared type, not over the JSON body's own field.
+    if let Some(format) = query.get("format") {
+        if essence != "application/json" || request.audio_type.is_none() {
+            request.audio_type = Some(format.to_string());
+        }
+    }
+    request.prompt = checked_prompt(request.prompt.take())?;
     // An empty last chunk may end a stream (it commits the pending words; without a stream
     // to end, decoding refuses it); anything else needs audio.
     if request.audio.is_empty() && request.last != Some(true) {
@@ -193,66 +118,61 @@ pub async fn parse_transcribe(
     Ok(request)
 }
 
-fn parse_json(body: &[u8]) -> Result<ChunkRequest, ApiError> {
+/// `{"audio": "<base64>", "tail"?: "<base64>", <option>: <string, bool or number>, …}`.
+fn parse_json(request: &mut ChunkRequest, body: &[u8]) -> Result<(), ApiError> {
     if body.is_empty() {
         return Err(ApiError::bad_request(
             "empty_body",
             "the JSON request body is empty",
         ));
     }
-    let parsed: JsonRequest = serde_json::from_slice(body).map_err(|e| {
+    let invalid = |why: String| {
         ApiError::bad_request(
             "invalid_json",
-            format!("the body is not a valid request ({e}); expected {{\"audio\": \"<base64>\", \"language\"?: \"en\", \"format\"?: \"audio/wav\"}}"),
+            format!("the body is not a valid request ({why}); expected {{\"audio\": \"<base64>\", \"language\"?: \"en\", \"format\"?: \"audio/wav\"}}"),
         )
-    })?;
-    let audio = base64::engine::general_purpose::STANDARD
-        .decode(parsed.audio.trim())
-        .map_err(|e| {
-            ApiError::bad_request(
-                "invalid_base64",
-                format!("field audio is not valid base64: {e}"),
-            )
-        })?;
-    let tail = parsed
-        .tail
-        .map(|tail| {
-            base64::engine::general_purpose::STANDARD
-                .decode(tail.trim())
-                .map(Bytes::from)
-                .map_err(|e| {
-                    ApiError::bad_request(
-                        "invalid_base64",
-                        format!("field tail is not valid base64: {e}"),
-                    )
-                })
-        })
-        .transpose()?;
-    Ok(ChunkRequest {
-        audio: Bytes::from(audio),
-        prompt: parsed.prompt,
-        other_fields: Vec::new(),
-        keep_audio: parsed.keep_audio,
-        tail,
-        audio_type: parsed.format,
-        language: parsed.language,
-        context: parsed.context,
-        last: parsed.last,
-        session_id: parsed.session_id,
-        seq: parsed.seq,
-        diarize: parsed.diarize,
-        max_speakers: parsed
-            .max_speakers
-            .map(|n| parse_speakers("max_speakers", &n.to_string()))
-            .transpose()?,
-        min_speakers: parsed
-            .min_speakers
-            .map(|n| parse_speakers("min_speakers", &n.to_string()))
-            .transpose()?,
-    })
+    };
+    let members: serde_json::Map<String, Value> =
+        serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?;
+    let base64 = |name: &str, value: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(value.trim())
+            .map(Bytes::from)
+            .map_err(|e| {
+                ApiError::bad_request(
+                    "invalid_base64",
+                    format!("field {name} is not valid base64: {e}"),
+                )
+            })
+    };
+    let mut audio = None;
+    for (name, value) in members {
+        let text = match value {
+            Value::Null => continue,
+            Value::String(s) => s,
+            Value::Bool(b) if name != "audio" && name != "tail" => b.to_string(),
+            Value::Number(n) if name != "audio" && name != "tail" => n.to_string(),
+            _ => return Err(invalid(format!("field {name} has the wrong type"))),
+        };
+        match name.as_str() {
+            "audio" => audio = Some(base64("audio", &text)?),
+            "tail" => request.tail = Some(base64("tail", &text)?),
+            _ => {
+                if !set_option(request, &name, text)? {
+                    return Err(invalid(format!("unknown field `{name}`")));
+                }
+            }
+        }
+    }
+    request.audio = audio.ok_or_else(|| invalid("missing field `audio`".into()))?;
+    Ok(())
 }
 
-async fn parse_multipart(content_type: &str, body: Bytes) -> Result<ChunkRequest, ApiError> {
+async fn parse_multipart(
+    request: &mut ChunkRequest,
+    content_type: &str,
+    body: Bytes,
+) -> Result<(), ApiError> {
     let boundary = multer::parse_boundary(content_type).map_err(|_| {
         ApiError::bad_request(
             "invalid_multipart",
@@ -267,47 +187,39 @@ async fn parse_multipart(content_type: &str, body: Bytes) -> Result<ChunkRequest
     };
     let mut multipart =
         multer::Multipart::new(stream::iter([Ok::<Bytes, std::io::Error>(body)]), boundary);
-    let mut request = ChunkRequest::default();
     let mut found_audio = false;
     while let Some(field) = multipart.next_field().await.map_err(broken)? {
-        match field.name() {
-            Some(AUDIO_FIELD) | Some("audio") | Some("file") if !found_audio => {
+        let name = field.name().unwrap_or_default().to_string();
+        match name.as_str() {
+            AUDIO_FIELD | "audio" | "file" if !found_audio => {
                 found_audio = true;
                 request.audio_type = field.content_type().map(|m| m.to_string());
                 request.audio = field.bytes().await.map_err(broken)?;
             }
-            Some("language") => request.language = Some(text_field(field).await?),
-            Some("format") => request.audio_type = Some(text_field(field).await?),
-            Some("context") => request.context = Some(text_field(field).await?),
-            Some("final") => request.last = Some(parse_bool("final", &text_field(field).await?)?),
-            Some("diarize") => {
-                request.diarize = Some(parse_bool("diarize", &text_field(field).await?)?)
-            }
-            Some(name @ ("max_speakers" | "min_speakers")) => {
-                let name = name.to_string();
-                let n = parse_speakers(&name, &text_field(field).await?)?;
-                if name == "max_speakers" {
-                    request.max_speakers = Some(n);
-                } else {
-                    request.min_speakers = Some(n);
+            "tail" => request.tail = Some(field.bytes().await.map_err(broken)?),
+            name => {
+                let is_file = field.file_name().is_some();
+                let bytes = field.bytes().await.map_err(broken)?;
+                if is_file && !is_option(name) {
+                    continue;
                 }
-            }
-            Some("tail") => request.tail = Some(field.bytes().await.map_err(broken)?),
-            Some("keep_audio") => {
-                request.keep_audio = Some(parse_bool("keep_audio", &text_field(field).await?)?)
-            }
-            Some("session_id") => request.session_id = Some(text_field(field).await?),
-            Some("seq") => request.seq = Some(parse_seq(&text_field(field).await?)?),
-            Some("prompt") => request.prompt = Some(text_field(field).await?),
-            Some(name) if field.file_name().is_none() => {
-                // Kept for the API that reads it; a field no API reads may be anything.
-                let name = name.to_string();
-                if let Ok(value) = field.text().await {
-                    request.other_fields.push((name, value.trim().to_string()));
+                match String::from_utf8(bytes.to_vec()) {
+                    Ok(text) => {
+                        let text = text.trim().to_string();
+                        if !set_option(request, name, text.clone())? {
+                            // Kept for the API that reads it (the OpenAI API's own fields).
+                            request.other_fields.push((name.to_string(), text));
+                        }
+                    }
+                    // A field no API reads may be anything; an option is text.
+                    Err(_) if is_option(name) => {
+                        return Err(ApiError::bad_request(
+                            "invalid_multipart",
+                            format!("field {name} is not UTF-8 text"),
+                        ))
+                    }
+                    Err(_) => {}
                 }
-            }
-            _ => {
-                field.bytes().await.map_err(broken)?;
             }
         }
     }
@@ -317,10 +229,9 @@ async fn parse_multipart(content_type: &str, body: Bytes) -> Result<ChunkRequest
             format!("the multipart body has no {AUDIO_FIELD} field"),
         ));
     }
-    Ok(request)
+    Ok(())
 }
 
-/// `true`/`false` (also `1`/`0`, `yes`/`no`).
 /// A prompt trimmed (empty: none), refused when too long to be read.
 pub(super) fn checked_prompt(prompt: Option<String>) -> Result<Option<String>, ApiError> {
     let Some(prompt) = prompt
@@ -338,6 +249,7 @@ pub(super) fn checked_prompt(prompt: Option<String>) -> Result<Option<String>, A
     Ok(Some(prompt))
 }
 
+/// `true`/`false` (also `1`/`0`, `yes`/`no`).
 pub(super) fn parse_bool(name: &str, text: &str) -> Result<bool, ApiError> {
     match text.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" => Ok(true),
@@ -370,20 +282,6 @@ fn parse_seq(text: &str) -> Result<u64, ApiError> {
             format!("seq={text:?}: a chunk number from 1"),
         )
     })
-}
-
-async fn text_field(field: multer::Field<'_>) -> Result<String, ApiError> {
-    let name = field.name().unwrap_or("").to_string();
-    field
-        .text()
-        .await
-        .map(|t| t.trim().to_string())
-        .map_err(|_| {
-            ApiError::bad_request(
-                "invalid_multipart",
-                format!("field {name} is not UTF-8 text"),
-            )
-        })
 }
 
 #[cfg(test)]

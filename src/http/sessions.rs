@@ -25,7 +25,8 @@ pub async fn session_request(app: &App, incoming: &Incoming) -> Response {
 async fn handle(app: &App, incoming: &Incoming) -> Result<Value, ApiError> {
     let query = QueryOptions::parse(&incoming.query)?;
     let id = query
-        .session_id
+        .get("session_id")
+        .map(str::to_string)
         .filter(|id| valid_session_id(id))
         .ok_or_else(|| {
             ApiError::bad_request(
@@ -55,8 +56,7 @@ async fn handle(app: &App, incoming: &Incoming) -> Result<Value, ApiError> {
         };
     }
     let relabel = query
-        .relabel
-        .as_deref()
+        .get("relabel")
         .map(|v| parse_bool("relabel", v))
         .transpose()?
         .unwrap_or(false);
