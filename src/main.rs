@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use prepis::config::Config;
-use prepis::model::convert_ct2_dir;
+use prepis::convert::convert_ct2_dir;
 
 mod cli;
 

@@ -69,7 +69,7 @@ fn text(outcome: &[(String, Value)]) -> String {
 }
 
 /// A real nginx in front of the instances: round-robin, no affinity, nginx's default
-/// header limits (see the README's load-balancer notes).
+/// header limits (see docs/deployment.md, running many instances).
 struct Nginx {
     child: Child,
     port: u16,

@@ -284,7 +284,7 @@ fn labels_follow_the_voices_and_agree_across_instances() {
     assert_eq!(found.len(), 2, "two voices: {found:?}");
     let first = labels(&segments).into_iter().flatten().next();
     assert_eq!(first, Some(1), "labels count from 1 in order of appearance");
-    // Live labels lag a change of voice by a few short segments (see the README).
+    // Live labels lag a change of voice by a few short segments (see docs/api.md, speaker labels).
     let wrong = mislabelled(&segments, &turns);
     assert!(wrong < 0.15, "{:.0} % of speech mislabelled", 100.0 * wrong);
 

@@ -4,6 +4,8 @@
 //! Nothing here knows HTTP or Whisper: bytes and a declared media type come in,
 //! `DecodedAudio` or an `AudioError` goes out.
 
+mod alloc_guards;
+pub mod mel;
 mod pcm;
 mod resample;
 mod sniff;

@@ -76,12 +76,12 @@ pub fn decode_container(
         check_wav_format(bytes)?;
     }
     if container == Container::Matroska {
-        super::timeslice::matroska_sizes_fit(bytes).map_err(|why| {
+        super::alloc_guards::matroska_sizes_fit(bytes).map_err(|why| {
             AudioError::Undecodable(format!("the WebM/Matroska file is damaged: {why}"))
         })?;
     }
     if container == Container::Mp4 {
-        super::timeslice::mp4_tables_fit(bytes)
+        super::alloc_guards::mp4_tables_fit(bytes)
             .map_err(|why| AudioError::Undecodable(format!("the MP4 file is damaged: {why}")))?;
     }
     std::panic::catch_unwind(|| decode_checked(bytes, container, limits, continuation))

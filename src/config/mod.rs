@@ -15,7 +15,7 @@ pub use api_key::ApiKey;
 use crate::context::{ContextKey, ContextKeys};
 use crate::stream::StreamPolicy;
 
-/// Everything the service can be told, with its defaults documented in the README.
+/// Everything the service can be told, with its defaults documented in docs/operations.md.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Where to listen: `127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT` under the Functions host,

@@ -1,6 +1,6 @@
 //! The live-captions page (`web/`), built into the binary and served at `/` when the handler
 //! runs standalone. Under the Functions host only `/api/*` reaches the handler: deploy `web/`
-//! as a static site there (see the README on CORS).
+//! as a static site there (see docs/api.md on CORS).
 
 use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::Response;

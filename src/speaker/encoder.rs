@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use realfft::{RealFftPlanner, RealToComplex};
 
-use crate::model::mel::slaney_mel_filters;
+use crate::audio::mel::slaney_mel_filters;
 
 const RATE: usize = 16_000;
 const N_FFT: usize = 400;

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use super::ct2::{Ct2Error, Ct2Model};
-use super::mel::slaney_mel_filters;
+use crate::audio::mel::slaney_mel_filters;
 
 const GGML_MAGIC: u32 = 0x6767_6d6c;
 /// Values per block of the quantized types (ggml's QK8_0 and QK4_0).

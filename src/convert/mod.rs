@@ -1,9 +1,9 @@
-//! Model files: reading CTranslate2 Whisper directories (what the registries ship) and
-//! converting them into whisper.cpp's ggml format, once, at setup time.
+//! The offline model converter (`handler convert-model`): reads CTranslate2 Whisper
+//! directories (what the registries ship) and writes whisper.cpp's ggml format, once, at
+//! setup time. The service itself loads ggml files (`asr`).
 
 pub mod ct2;
 pub mod ggml;
-pub mod mel;
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
