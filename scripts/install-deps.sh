@@ -42,7 +42,7 @@ if ((${#filtered[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${filtered[@]}" >/dev/null
 fi
 
-# The API tests run schemathesis against the OpenAPI document (tests/openapi.rs).
+# The API tests run schemathesis against the OpenAPI document (tests/api/openapi.rs).
 if [[ "${1:-}" == "--test" ]]; then
   tools="${PREPIS_CACHE:-$HOME/.cache/prepis}/tools"
   # Hypothesis pinned too: its version decides which cases a seed generates.
@@ -52,7 +52,7 @@ if [[ "${1:-}" == "--test" ]]; then
     python3 -m venv "$tools/schemathesis"
     "$tools/schemathesis/bin/pip" install --quiet schemathesis==4.32.5 hypothesis==6.170.17
   fi
-  # tests/openai.rs runs the official OpenAI SDKs, unmodified: Python's from PyPI in a venv,
+  # tests/api/openai.rs runs the official OpenAI SDKs, unmodified: Python's from PyPI in a venv,
   # TypeScript's from npm (tests/openai/package-lock.json; 6.x, the last line for Node 20).
   if ! "$tools/openai/bin/python" -c 'import openai, sys; sys.exit(openai.__version__ != "3.60.0")' 2>/dev/null; then
     echo "install-deps: installing openai 3.60.0 (Python SDK) into $tools/openai"

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use crate::asr::{self, AsrError};
 use crate::audio::{self, AudioError, DecodeLimits};
 use crate::config::Config;
-use crate::context::{ContextError, Continuation, Loaded, Saved, SessionStore, Store};
+use crate::context::{ContextError, Continuation, Loaded, Saved, SessionStore, Store, Tokens};
 use crate::inference::{Inference, InferenceError};
 use crate::metrics::Metrics;
 use crate::speaker::{SpeakerEncoder, TrackerPolicy};
@@ -176,11 +176,12 @@ pub async fn transcribe_chunk<'a>(
         .clone()
         .or(context_header)
         .filter(|c| !c.trim().is_empty());
-    let store = Store::pick(
-        &app.config,
-        app.sessions.as_ref(),
-        request.session_id.as_deref(),
-    )?;
+    let tokens = Tokens {
+        keys: &app.config.context_keys,
+        ttl_seconds: app.config.context_ttl_seconds,
+        max_bytes: app.config.max_context_bytes,
+    };
+    let store = Store::pick(tokens, app.sessions.as_ref(), request.session_id.as_deref())?;
     let in_session = store.session_id().is_some();
     let fresh = || StreamState {
         id: random_id(),

@@ -36,14 +36,21 @@ impl From<StoreError> for ContextError {
     }
 }
 
+/// Token mode's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Tokens<'a> {
+    /// The key that seals, and the keys that open.
+    pub keys: &'a ContextKeys,
+    /// A token's lifetime, from its stream's first chunk.
+    pub ttl_seconds: u64,
+    /// The largest token accepted.
+    pub max_bytes: usize,
+}
+
 /// Where one stream's state is kept.
 pub enum Store<'a> {
     /// In a sealed token that travels with the client.
-    Token {
-        keys: &'a ContextKeys,
-        ttl_seconds: u64,
-        max_bytes: usize,
-    },
+    Token(Tokens<'a>),
     /// In Redis, under the client's session id.
     Session {
         id: String,
@@ -81,16 +88,12 @@ pub enum Saved {
 impl<'a> Store<'a> {
     /// The store a chunk's state lives in: the session it names, else the token.
     pub fn pick(
-        config: &'a crate::config::Config,
+        tokens: Tokens<'a>,
         sessions: Option<&'a SessionStore>,
         session_id: Option<&str>,
     ) -> Result<Self, ContextError> {
         match session_id {
-            None => Ok(Store::Token {
-                keys: &config.context_keys,
-                ttl_seconds: config.context_ttl_seconds,
-                max_bytes: config.max_context_bytes,
-            }),
+            None => Ok(Store::Token(tokens)),
             Some(id) if !sessions::valid_session_id(id) => Err(ContextError::InvalidSessionId),
             Some(id) => Ok(Store::Session {
                 id: id.to_string(),
@@ -103,7 +106,7 @@ impl<'a> Store<'a> {
     pub fn session_id(&self) -> Option<&str> {
         match self {
             Store::Session { id, .. } => Some(id),
-            Store::Token { .. } => None,
+            Store::Token(_) => None,
         }
     }
 
@@ -141,11 +144,9 @@ impl<'a> Store<'a> {
                 }
                 None => (fresh(), Continuation::new(now)),
             },
-            Store::Token {
-                keys, max_bytes, ..
-            } => match token {
+            Store::Token(tokens) => match token {
                 Some(token) => {
-                    let opened = token::open(keys, token, now, *max_bytes)?;
+                    let opened = token::open(tokens.keys, token, now, tokens.max_bytes)?;
                     (opened.state, Continuation::new(opened.issued_at))
                 }
                 None => (fresh(), Continuation::new(now)),
@@ -170,11 +171,9 @@ impl<'a> Store<'a> {
         render: impl FnOnce(Option<String>) -> (String, Vec<String>),
     ) -> Result<Saved, ContextError> {
         match self {
-            Store::Token {
-                keys, ttl_seconds, ..
-            } => {
-                let expires_at = from.issued_at.saturating_add(*ttl_seconds);
-                let sealed = token::seal(&keys.current, from.issued_at, expires_at, state);
+            Store::Token(tokens) => {
+                let expires_at = from.issued_at.saturating_add(tokens.ttl_seconds);
+                let sealed = token::seal(&tokens.keys.current, from.issued_at, expires_at, state);
                 Ok(Saved::Reply(render(Some(sealed)).0))
             }
             Store::Session { id, sessions } => {

@@ -51,21 +51,61 @@ impl QueryOptions {
     }
 }
 
-/// Sets option `name` of `request` from its text, however the request carried it; `false`
-/// when `name` is no option. The one list of the options of `/api/transcribe`.
-fn set_option(request: &mut ChunkRequest, name: &str, value: String) -> Result<bool, ApiError> {
+/// An option's value as the request carried it: text (a query parameter, a multipart
+/// field) or a JSON member, which must have the option's own JSON type.
+enum Given {
+    Text(String),
+    Json(Value),
+}
+
+impl Given {
+    fn text(self, name: &str) -> Result<String, ApiError> {
+        match self {
+            Given::Text(text) | Given::Json(Value::String(text)) => Ok(text),
+            Given::Json(_) => Err(wrong_json_type(name, "a string")),
+        }
+    }
+
+    fn boolean(self, name: &str) -> Result<bool, ApiError> {
+        match self {
+            Given::Text(text) => parse_bool(name, &text),
+            Given::Json(Value::Bool(b)) => Ok(b),
+            Given::Json(_) => Err(wrong_json_type(name, "true or false")),
+        }
+    }
+
+    fn number<T>(
+        self,
+        name: &str,
+        parse: fn(&str, &str) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        match self {
+            Given::Text(text) => parse(name, &text),
+            Given::Json(Value::Number(n)) => parse(name, &n.to_string()),
+            Given::Json(_) => Err(wrong_json_type(name, "a number")),
+        }
+    }
+}
+
+fn wrong_json_type(name: &str, want: &str) -> ApiError {
+    ApiError::bad_request("invalid_json", format!("field {name} must be {want}"))
+}
+
+/// Sets option `name` of `request`, however the request carried it; `false` when `name` is
+/// no option. The one list of the options of `/api/transcribe`.
+fn set_option(request: &mut ChunkRequest, name: &str, value: Given) -> Result<bool, ApiError> {
     match name {
-        "language" => request.language = Some(value),
-        "format" => request.audio_type = Some(value),
-        "context" => request.context = Some(value),
-        "final" => request.last = Some(parse_bool(name, &value)?),
-        "session_id" => request.session_id = Some(value),
-        "seq" => request.seq = Some(parse_seq(&value)?),
-        "diarize" => request.diarize = Some(parse_bool(name, &value)?),
-        "max_speakers" => request.max_speakers = Some(parse_speakers(name, &value)?),
-        "min_speakers" => request.min_speakers = Some(parse_speakers(name, &value)?),
-        "keep_audio" => request.keep_audio = Some(parse_bool(name, &value)?),
-        "prompt" => request.prompt = Some(value),
+        "language" => request.language = Some(value.text(name)?),
+        "format" => request.audio_type = Some(value.text(name)?),
+        "context" => request.context = Some(value.text(name)?),
+        "final" => request.last = Some(value.boolean(name)?),
+        "session_id" => request.session_id = Some(value.text(name)?),
+        "seq" => request.seq = Some(value.number(name, parse_seq)?),
+        "diarize" => request.diarize = Some(value.boolean(name)?),
+        "max_speakers" => request.max_speakers = Some(value.number(name, parse_speakers)?),
+        "min_speakers" => request.min_speakers = Some(value.number(name, parse_speakers)?),
+        "keep_audio" => request.keep_audio = Some(value.boolean(name)?),
+        "prompt" => request.prompt = Some(value.text(name)?),
         _ => return Ok(false),
     }
     Ok(true)
@@ -73,7 +113,7 @@ fn set_option(request: &mut ChunkRequest, name: &str, value: String) -> Result<b
 
 /// Whether `name` is an option (asked of `set_option` itself, so that the list stays one).
 fn is_option(name: &str) -> bool {
-    set_option(&mut ChunkRequest::default(), name, String::new()) != Ok(false)
+    set_option(&mut ChunkRequest::default(), name, Given::Json(Value::Null)) != Ok(false)
 }
 
 /// Parses a request body according to its content type, over the query's options.
@@ -87,7 +127,7 @@ pub async fn parse_transcribe(
         .unwrap_or_default();
     let mut request = ChunkRequest::default();
     for (name, value) in &query.0 {
-        set_option(&mut request, name, value.clone())?;
+        set_option(&mut request, name, Given::Text(value.clone()))?;
     }
     match essence.as_str() {
         "multipart/form-data" => {
@@ -118,7 +158,38 @@ pub async fn parse_transcribe(
     Ok(request)
 }
 
-/// `{"audio": "<base64>", "tail"?: "<base64>", <option>: <string, bool or number>, …}`.
+/// The members of a JSON object, in order; a member given twice is refused.
+struct Members(Vec<(String, Value)>);
+
+impl<'de> serde::Deserialize<'de> for Members {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Members;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Members, A::Error> {
+                let mut members: Vec<(String, Value)> = Vec::new();
+                while let Some((name, value)) = map.next_entry::<String, Value>()? {
+                    if members.iter().any(|(n, _)| *n == name) {
+                        return Err(serde::de::Error::custom(format!(
+                            "duplicate field `{name}`"
+                        )));
+                    }
+                    members.push((name, value));
+                }
+                Ok(Members(members))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
+/// `{"audio": "<base64>", "tail"?: "<base64>", <option>: <its JSON type>, …}`.
 fn parse_json(request: &mut ChunkRequest, body: &[u8]) -> Result<(), ApiError> {
     if body.is_empty() {
         return Err(ApiError::bad_request(
@@ -132,11 +203,13 @@ fn parse_json(request: &mut ChunkRequest, body: &[u8]) -> Result<(), ApiError> {
             format!("the body is not a valid request ({why}); expected {{\"audio\": \"<base64>\", \"language\"?: \"en\", \"format\"?: \"audio/wav\"}}"),
         )
     };
-    let members: serde_json::Map<String, Value> =
-        serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?;
-    let base64 = |name: &str, value: &str| {
+    let Members(members) = serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?;
+    let base64 = |name: &str, value: Value| {
+        let Value::String(text) = value else {
+            return Err(wrong_json_type(name, "base64 text"));
+        };
         base64::engine::general_purpose::STANDARD
-            .decode(value.trim())
+            .decode(text.trim())
             .map(Bytes::from)
             .map_err(|e| {
                 ApiError::bad_request(
@@ -147,18 +220,12 @@ fn parse_json(request: &mut ChunkRequest, body: &[u8]) -> Result<(), ApiError> {
     };
     let mut audio = None;
     for (name, value) in members {
-        let text = match value {
-            Value::Null => continue,
-            Value::String(s) => s,
-            Value::Bool(b) if name != "audio" && name != "tail" => b.to_string(),
-            Value::Number(n) if name != "audio" && name != "tail" => n.to_string(),
-            _ => return Err(invalid(format!("field {name} has the wrong type"))),
-        };
         match name.as_str() {
-            "audio" => audio = Some(base64("audio", &text)?),
-            "tail" => request.tail = Some(base64("tail", &text)?),
+            _ if value.is_null() => {}
+            "audio" => audio = Some(base64("audio", value)?),
+            "tail" => request.tail = Some(base64("tail", value)?),
             _ => {
-                if !set_option(request, &name, text)? {
+                if !set_option(request, &name, Given::Json(value))? {
                     return Err(invalid(format!("unknown field `{name}`")));
                 }
             }
@@ -206,7 +273,7 @@ async fn parse_multipart(
                 match String::from_utf8(bytes.to_vec()) {
                     Ok(text) => {
                         let text = text.trim().to_string();
-                        if !set_option(request, name, text.clone())? {
+                        if !set_option(request, name, Given::Text(text.clone()))? {
                             // Kept for the API that reads it (the OpenAI API's own fields).
                             request.other_fields.push((name.to_string(), text));
                         }
@@ -275,11 +342,11 @@ fn parse_speakers(name: &str, text: &str) -> Result<u32, ApiError> {
         })
 }
 
-fn parse_seq(text: &str) -> Result<u64, ApiError> {
+fn parse_seq(name: &str, text: &str) -> Result<u64, ApiError> {
     text.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
         ApiError::bad_request(
             "invalid_parameter",
-            format!("seq={text:?}: a chunk number from 1"),
+            format!("{name}={text:?}: a chunk number from 1"),
         )
     })
 }

@@ -9,97 +9,25 @@
 //! reaches its cap; committed words become final segments, never revised.
 
 pub mod agreement;
+mod cut;
 #[cfg(test)]
 mod invariants;
 pub mod labels;
+mod state;
 pub mod tail;
 mod window;
-
-use serde::{Deserialize, Serialize};
 
 use crate::asr::{AsrError, DecodeOptions, Transcriber};
 use crate::vad::SpeechMap;
 use agreement::{drop_committed, normalise, words_to_commit, TimedWord};
+use cut::{
+    dtw_lost_its_way, latest_pause, plausible_prefix, quietest_point, unheard_speech, vad_cut,
+    KEEP_BEFORE_WORD_MS, MIN_CUT_PAUSE_MS, UNHEARD_LEAD_MS,
+};
+pub use state::{tail_digest, StreamState, TailAudio, TailError};
 use window::{transcribe_window, MIN_SPEECH_SECONDS};
 
 const RATE: u64 = 16_000;
-
-/// The whole state of a stream between two chunks.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct StreamState {
-    /// Random id given at the first chunk.
-    pub id: u64,
-    /// Chunks processed so far.
-    pub seq: u64,
-    /// Stream time (samples) where the tail audio starts.
-    pub tail_start: u64,
-    /// Stream time (ms) up to which text is committed (the end of the last final word).
-    pub committed_until_ms: u64,
-    /// Stream time (samples) of the end of all audio received.
-    pub received_until: u64,
-    /// The audio from `tail_start` on, or where it is (see [`TailAudio`]). It may begin
-    /// with committed words (the tail is cut at pauses, so that Whisper never starts inside
-    /// a sentence).
-    pub tail: TailAudio,
-    /// Committed words that lie inside the tail (Whisper will hear them again).
-    pub tail_words: Vec<TimedWord>,
-    /// The previous pass's unconfirmed words.
-    pub pending: Vec<TimedWord>,
-    /// The end of the committed text before the tail: Whisper's prompt.
-    pub prompt: String,
-    /// Language, locked after the first pass that recognised speech.
-    pub language: Option<String>,
-    /// The MediaRecorder recording the chunks are timeslice blobs of (its header).
-    pub recording: Option<crate::audio::Recording>,
-    /// The speakers heard so far (voiceprints) and the stream's speaker options.
-    pub speakers: crate::speaker::Speakers,
-}
-
-/// Where a stream's unconfirmed audio waits for the next chunk.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum TailAudio {
-    /// In the context token, as μ-law at 16 kHz (one byte a sample: tokens stay small).
-    MuLaw(Vec<u8>),
-    /// In the Redis session, as 16-bit PCM at 16 kHz (lossless: a session hears the same
-    /// audio as a client that keeps its tail).
-    Pcm16(Vec<u8>),
-    /// With the client (`keep_audio`), which sends back the last
-    /// `received_until - tail_start` samples it sent as 16-bit PCM; the state keeps only
-    /// the SHA-256 (first 8 bytes) of those samples to check what comes back.
-    Client { digest: u64 },
-}
-
-impl Default for TailAudio {
-    fn default() -> Self {
-        Self::MuLaw(Vec::new())
-    }
-}
-
-impl TailAudio {
-    /// The same kind of tail holding `samples` (16 kHz).
-    fn holding(&self, samples: &[f32]) -> Self {
-        match self {
-            Self::MuLaw(_) => Self::MuLaw(tail::encode(samples)),
-            Self::Pcm16(_) => Self::Pcm16(tail::encode_pcm16(samples)),
-            Self::Client { .. } => Self::Client {
-                digest: tail_digest(samples),
-            },
-        }
-    }
-
-    /// Whether the client keeps this tail.
-    pub fn with_client(&self) -> bool {
-        matches!(self, Self::Client { .. })
-    }
-
-    /// Bytes of audio the state itself carries.
-    pub fn stored_bytes(&self) -> usize {
-        match self {
-            Self::MuLaw(bytes) | Self::Pcm16(bytes) => bytes.len(),
-            Self::Client { .. } => 0,
-        }
-    }
-}
 
 /// Tunables of the policy.
 #[derive(Debug, Clone, Copy)]
@@ -192,65 +120,6 @@ pub struct ChunkOutcome {
     pub speaker_ms: u64,
     /// Whisper's segments of this chunk's pass, with its scores (empty when it did not run).
     pub scores: Vec<SegmentScore>,
-}
-
-/// Why the tail a client sent back cannot continue its stream.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum TailError {
-    #[error("this stream's client keeps its unconfirmed audio: send the last {0} samples you sent (16 kHz 16-bit PCM) as field `tail`")]
-    Missing(u64),
-    #[error("field `tail` holds {got} samples; this stream needs the last {want} samples you sent (16 kHz 16-bit PCM)")]
-    Length { got: u64, want: u64 },
-    #[error("field `tail` is not the audio this stream was sent: send back exactly the last samples of the 16 kHz 16-bit PCM you sent")]
-    Mismatch,
-}
-
-impl StreamState {
-    /// The tail audio the next chunk continues: the state's own, or the one the client
-    /// sent back (`resent`, 16 kHz samples), checked against the state.
-    pub fn tail_audio(&self, resent: Option<&[f32]>) -> Result<Vec<f32>, TailError> {
-        let digest = match &self.tail {
-            TailAudio::MuLaw(bytes) => return Ok(tail::decode(bytes)),
-            TailAudio::Pcm16(bytes) => return Ok(crate::audio::s16le(bytes)),
-            TailAudio::Client { digest } => *digest,
-        };
-        let want = self.tail_samples();
-        let resent = match resent {
-            _ if want == 0 && resent.is_none_or(<[f32]>::is_empty) => return Ok(Vec::new()),
-            Some(resent) => resent,
-            None => return Err(TailError::Missing(want)),
-        };
-        if resent.len() as u64 != want {
-            return Err(TailError::Length {
-                got: resent.len() as u64,
-                want,
-            });
-        }
-        if tail_digest(resent) != digest {
-            return Err(TailError::Mismatch);
-        }
-        Ok(resent.to_vec())
-    }
-
-    /// Samples of the tail (what a client that keeps it must send back next).
-    pub fn tail_samples(&self) -> u64 {
-        self.received_until - self.tail_start
-    }
-}
-
-/// The digest of samples as 16-bit PCM (what a client that keeps the tail sent).
-pub fn tail_digest(samples: &[f32]) -> u64 {
-    use sha2::Digest as _;
-    let mut hash = sha2::Sha256::new();
-    for s in samples {
-        hash.update(tail::pcm16(*s).to_le_bytes());
-    }
-    let digest = hash.finalize();
-    u64::from_le_bytes(
-        digest[..8]
-            .try_into()
-            .expect("a SHA-256 digest has 32 bytes"),
-    )
 }
 
 /// Runs the policy for one chunk of 16 kHz mono audio, after the stream's `tail` audio
@@ -581,113 +450,6 @@ fn timed_text(words: &[TimedWord]) -> String {
 
 fn to_ms(samples: u64) -> u64 {
     samples * 1000 / RATE
-}
-
-/// Words of a pass up to the first run of words that no one could say: three words that
-/// start within 30 ms. Whisper's hallucinations (the prompt recited, a phrase looped over a
-/// bit of noise) align to one instant; real words take a tenth of a second at least.
-fn plausible_prefix(words: &[TimedWord]) -> usize {
-    words
-        .windows(3)
-        .position(|run| run[2].start_ms.saturating_sub(run[0].start_ms) < SAME_INSTANT_MS)
-        .unwrap_or(words.len())
-}
-
-/// Whether DTW's times after the commit boundary (committed word `n - 1`) are
-/// untrustworthy: words after it were cut off the pass (`cut_short`), or the next two
-/// words start in the same instant. (A last word stretched over the pause after it is
-/// DTW's habit at a phrase end, where a cut is safe: no sign.)
-fn dtw_lost_its_way(hypothesis: &[TimedWord], n: usize, cut_short: bool) -> bool {
-    let crammed = hypothesis
-        .get(n..n + 2)
-        .is_some_and(|next| next[1].start_ms.saturating_sub(next[0].start_ms) < SAME_INSTANT_MS);
-    cut_short || crammed
-}
-
-/// Word starts closer than this are one instant to DTW: no one says two words in it.
-const SAME_INSTANT_MS: u64 = 30;
-/// The shortest VAD pause used as a cut point.
-const MIN_CUT_PAUSE_MS: u64 = 150;
-/// Audio kept before a pending word's start (DTW times are ~50 ms accurate where it has
-/// not lost its way; see `dtw_lost_its_way`).
-const KEEP_BEFORE_WORD_MS: u64 = 100;
-/// Speech this soon after a final word's end is that word's own (DTW puts ends early).
-const WORD_END_GRACE_MS: u64 = 250;
-/// Audio kept before unheard speech (it was found `WORD_END_GRACE_MS` late at most).
-const UNHEARD_LEAD_MS: u64 = 350;
-
-/// Stream time (ms) of the first speech the VAD hears after the final words ending at
-/// `heard_until_ms`, leaving the final word's own trailing sounds to it.
-fn unheard_speech(speech: &SpeechMap, window_start_ms: u64, heard_until_ms: u64) -> Option<u64> {
-    let from = (heard_until_ms + WORD_END_GRACE_MS).saturating_sub(window_start_ms);
-    speech
-        .speech_onset_after(from)
-        .map(|ms| window_start_ms + ms)
-}
-
-/// The latest VAD pause that follows the start of committed word `k - 1` (k ≤ n) and whose
-/// middle lies before the start of word `k` (give or take DTW's 50 ms): (k, pause start,
-/// pause middle).
-fn vad_cut(
-    pauses: &[(u64, u64)],
-    hypothesis: &[TimedWord],
-    n: usize,
-    window_end_ms: u64,
-) -> Option<(usize, u64, u64)> {
-    (1..=n).rev().find_map(|k| {
-        let after = hypothesis[k - 1].start_ms;
-        let before = hypothesis.get(k).map_or(window_end_ms, |w| w.start_ms + 50);
-        pauses.iter().rev().find_map(|&(start, end)| {
-            let middle = (start + end) / 2;
-            (middle > after && middle < before).then_some((k, start.max(after), middle))
-        })
-    })
-}
-
-/// The latest pause after a committed word that another word follows (a gap of 250 ms or
-/// more, or a sentence end), as a quiet cut point; `None` if there is none.
-fn latest_pause(
-    window: &[f32],
-    window_start_ms: u64,
-    hypothesis: &[TimedWord],
-    n: usize,
-) -> Option<u64> {
-    (1..=n.min(hypothesis.len().saturating_sub(1)))
-        .rev()
-        .find_map(|k| {
-            let word = &hypothesis[k - 1];
-            let gap = hypothesis[k].start_ms.saturating_sub(word.end_ms);
-            let pause = gap >= 250 || word.text.ends_with(['.', '?', '!']);
-            pause.then(|| quietest_point(window, window_start_ms, hypothesis, k))
-        })
-}
-
-/// The quietest 10 ms between committed word `n - 1` and the next word: a cut there does
-/// not start the next window inside a word (Whisper's word times are approximate).
-fn quietest_point(window: &[f32], window_start_ms: u64, hypothesis: &[TimedWord], n: usize) -> u64 {
-    let last_end = hypothesis[n - 1].end_ms;
-    let window_end_ms = window_start_ms + window.len() as u64 * 1000 / RATE;
-    let from = last_end.saturating_sub(150).max(window_start_ms);
-    let to = hypothesis
-        .get(n)
-        .map_or(last_end + 300, |next| next.start_ms + 100)
-        .min(window_end_ms);
-    if to <= from + 10 {
-        return last_end.clamp(window_start_ms, window_end_ms);
-    }
-    let frame = (RATE / 100) as usize;
-    let energy = |ms: u64| {
-        let start = ((ms - window_start_ms) * RATE / 1000) as usize;
-        let end = (start + frame).min(window.len());
-        window[start.min(end)..end]
-            .iter()
-            .map(|s| s * s)
-            .sum::<f32>()
-    };
-    (from..to - 10)
-        .step_by(10)
-        .min_by(|a, b| energy(*a).total_cmp(&energy(*b)))
-        .unwrap_or(last_end)
 }
 
 /// Splits committed words into segments at sentence ends and at pauses over a second.

@@ -1,5 +1,5 @@
 // The official, unmodified OpenAI TypeScript SDK (npm `openai`, pinned in package.json)
-// against prepis's /v1 API. tests/openai.rs starts the handler behind the test front door
+// against prepis's /v1 API. tests/api/openai.rs starts the handler behind the test front door
 // and runs `node --test tests/openai/sdk.test.mjs` with the environment described in
 // sdk_test.py.
 

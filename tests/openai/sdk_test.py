@@ -1,5 +1,5 @@
 """The official, unmodified OpenAI Python SDK (PyPI `openai`, pinned in
-scripts/install-deps.sh) against prepis's /v1 API. tests/openai.rs starts the handler
+scripts/install-deps.sh) against prepis's /v1 API. tests/api/openai.rs starts the handler
 behind the test front door and runs this with:
 
   PREPIS_OPENAI_BASE_URL   http://127.0.0.1:PORT/v1 (through the front door)

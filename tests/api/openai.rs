@@ -4,12 +4,10 @@
 //! scripts are `tests/openai/sdk_test.py` and `tests/openai/sdk.test.mjs`; this test makes
 //! their audio, starts the handlers, runs both, and reads the handlers' logs.
 
-mod util;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use util::{
+use crate::util::{
     asterisk_reference, librivox, read_wav_i16, resample_linear, wav_bytes, FrontDoor, Server,
     WavFormat,
 };

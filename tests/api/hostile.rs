@@ -6,15 +6,13 @@
 //! Each must get its expected status with a JSON error (`{"error": {"code", "message"}}`),
 //! never a 5xx, never a silent empty 200; and afterwards the same process serves as before.
 
-mod util;
-
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
+use crate::util::{client, librivox, read_wav_i16, Server};
 use serde_json::Value;
-use util::{client, librivox, read_wav_i16, Server};
 
 /// What a case may get back.
 #[derive(Clone, Copy)]

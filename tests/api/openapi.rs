@@ -3,11 +3,9 @@
 //! schema with the `jsonschema` crate; then schemathesis (PyPI) generates requests from the
 //! document against the running service and checks the answers conform.
 
-mod util;
-
+use crate::util::{client, librivox, read_wav_i16, wav_bytes, Redis, Server, WavFormat};
 use base64::Engine as _;
 use serde_json::{json, Value};
-use util::{client, librivox, read_wav_i16, wav_bytes, Redis, Server, WavFormat};
 
 /// A validator for one of the document's component schemas (the document is the root, so
 /// `#/components/...` references resolve inside it).
