@@ -5,7 +5,7 @@
 //! `DecodedAudio` or an `AudioError` goes out.
 
 mod alloc_guards;
-pub mod mel;
+pub(crate) mod mel;
 mod pcm;
 mod resample;
 mod sniff;

@@ -2,8 +2,8 @@
 //! directories (what the registries ship) and writes whisper.cpp's ggml format, once, at
 //! setup time. The service itself loads ggml files (`asr`).
 
-pub mod ct2;
-pub mod ggml;
+mod ct2;
+mod ggml;
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter};

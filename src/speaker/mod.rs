@@ -3,8 +3,8 @@
 //! them to the speakers heard so far. `stream::labels` applies them to final segments.
 
 pub mod encoder;
-pub mod relabel;
-pub mod tracker;
+pub(crate) mod relabel;
+mod tracker;
 
 pub use encoder::Ge2eEncoder;
 pub use tracker::{Label, Speakers, StreamSpeakerOptions, TrackerPolicy};

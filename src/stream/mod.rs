@@ -8,18 +8,19 @@
 //! commit everything at a VAD endpoint or on the final chunk; force-commit when the tail
 //! reaches its cap; committed words become final segments, never revised.
 
-pub mod agreement;
+pub(crate) mod agreement;
 mod cut;
 #[cfg(test)]
 mod invariants;
-pub mod labels;
+mod labels;
 mod state;
-pub mod tail;
+mod tail;
 mod window;
 
 use crate::asr::{AsrError, DecodeOptions, Transcriber};
 use crate::vad::SpeechMap;
-use agreement::{drop_committed, normalise, words_to_commit, TimedWord};
+pub use agreement::TimedWord;
+use agreement::{drop_committed, normalise, words_to_commit};
 use cut::{
     dtw_lost_its_way, latest_pause, plausible_prefix, quietest_point, unheard_speech, vad_cut,
     KEEP_BEFORE_WORD_MS, MIN_CUT_PAUSE_MS, UNHEARD_LEAD_MS,

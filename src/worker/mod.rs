@@ -8,7 +8,7 @@
 
 mod host;
 #[cfg(any(feature = "crash-marker", test))]
-pub mod marker;
+mod marker;
 mod wire;
 
 use std::os::unix::net::UnixStream;
