@@ -15,6 +15,7 @@ use crate::speaker::SpeakerEncoder;
 
 /// What an app serves with: the Whisper pool and the speaker encoder.
 pub struct Engines {
+    /// The Whisper pool (the model may still be loading in it).
     pub inference: Arc<Inference>,
     /// `None`: speaker labels are off; `Err`: the encoder failed to load (why).
     pub speaker: Option<Result<Arc<dyn SpeakerEncoder>, String>>,

@@ -112,18 +112,25 @@ pub enum ChunkError {
 
 /// A chunk the service has run: a retry answered from its stored reply, or the work done.
 pub enum Ran<'a> {
+    /// A retry of the session's last chunk: its stored reply, byte for byte.
     Replayed { seq: u64, reply: String },
+    /// The chunk ran; the caller renders it and saves it.
     Done(Box<Done<'a>>),
 }
 
 /// What one chunk produced, before an API renders it and the state is saved.
 pub struct Done<'a> {
+    /// The stream's state after this chunk (what is saved).
     pub state: StreamState,
+    /// Final segments, the partial text and the pass's scores.
     pub outcome: ChunkOutcome,
+    /// The chunk's audio as decoded (its format and duration are reported).
     pub audio: audio::DecodedAudio,
     /// Problems that did not stop the request (decoding, speaker labels).
     pub warnings: Vec<String>,
+    /// The loaded model's name.
     pub model: String,
+    /// Time from the start of the work on the pool to its end.
     pub processing_ms: u64,
     /// The request's audio bytes.
     pub bytes: usize,

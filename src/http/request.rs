@@ -54,7 +54,9 @@ impl QueryOptions {
 /// An option's value as the request carried it: text (a query parameter, a multipart
 /// field) or a JSON member, which must have the option's own JSON type.
 enum Given {
+    /// A query parameter or a multipart text field.
     Text(String),
+    /// A member of a JSON body.
     Json(Value),
 }
 
