@@ -25,7 +25,7 @@ test: test-deps crash-handler build package
 	scripts/fetch-model.sh base
 	scripts/fetch-model.sh tiny.en
 	scripts/fetch-speaker.sh
-	$(CARGO) test --release --all-targets
+	$(CARGO) test --release --all-targets --no-fail-fast
 	$(MAKE) test-browser
 
 ## The live-captions page in headless Chromium against the real handler (screenshots in
