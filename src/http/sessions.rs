@@ -26,20 +26,13 @@ async fn handle(app: &App, incoming: &Incoming) -> Result<Value, ApiError> {
     let query = QueryOptions::parse(&incoming.query)?;
     let id = query
         .get("session_id")
-        .map(str::to_string)
         .filter(|id| valid_session_id(id))
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_session_id",
-                "name the session: ?session_id=… (1-128 letters, digits or -_.:)",
-            )
-        })?;
-    let store = app.sessions.as_ref().ok_or_else(|| {
-        ApiError::bad_request(
-            "sessions_disabled",
-            "this service has no Redis sessions (REDIS_URL is not set)",
-        )
-    })?;
+        .map(str::to_string)
+        .ok_or(ContextError::InvalidSessionId)?;
+    let store = app
+        .sessions
+        .as_ref()
+        .ok_or(ContextError::SessionsDisabled)?;
     let not_found = || {
         ApiError::new(
             StatusCode::NOT_FOUND,
