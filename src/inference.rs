@@ -10,16 +10,14 @@
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, Semaphore};
 
-use crate::asr::{AsrError, ModelInfo, Transcriber};
-
-type Job = Box<dyn FnOnce(&dyn Transcriber) + Send>;
+use crate::asr::{AsrError, Job, Lender, ModelInfo, Transcriber};
 
 /// Crashes within this window count as "again and again".
 const CRASH_WINDOW: Duration = Duration::from_secs(60);
@@ -170,6 +168,8 @@ struct Pool {
     crashes: AtomicU64,
     restarts: AtomicU64,
     recent_crashes: Mutex<VecDeque<Instant>>,
+    /// Jobs sent to the slots and not yet taken by one.
+    queued: AtomicUsize,
 }
 
 impl Pool {
@@ -220,7 +220,8 @@ impl Inference {
     /// admits up to `workers + queue` jobs.
     pub fn start(workers: usize, queue: usize, engines: impl Engines) -> Arc<Self> {
         let capacity = workers + queue;
-        let (jobs, receiver) = sync_channel::<Job>(capacity);
+        // Room for the admitted jobs and for a job lent each slot (`lend`).
+        let (jobs, receiver) = sync_channel::<Job>(capacity + workers);
         let receiver = Arc::new(Mutex::new(receiver));
         let pool = Arc::new(Pool {
             model: RwLock::new(ModelState::Loading),
@@ -228,6 +229,7 @@ impl Inference {
             crashes: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
             recent_crashes: Mutex::new(VecDeque::new()),
+            queued: AtomicUsize::new(0),
         });
         let loading = Arc::clone(&pool);
         std::thread::Builder::new()
@@ -352,10 +354,15 @@ impl Inference {
             drop(permit);
             let _ = reply.send(result);
         });
-        self.jobs
-            .try_send(task)
-            .map_err(|_| InferenceError::Overloaded)?;
+        self.send(task).map_err(|_| InferenceError::Overloaded)?;
         answer.await.map_err(|_| InferenceError::WorkerFailed)
+    }
+
+    fn send(&self, job: Job) -> Result<(), ()> {
+        self.pool.queued.fetch_add(1, Ordering::SeqCst);
+        self.jobs.try_send(job).map_err(|_| {
+            self.pool.queued.fetch_sub(1, Ordering::SeqCst);
+        })
     }
 
     fn current(&self) -> ModelState {
@@ -364,6 +371,27 @@ impl Inference {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+}
+
+/// A request lends the slots that are idle when it starts for its own long audio
+/// (`asr::Spread`). A lent slot holds no admission permit: a request that comes meanwhile is
+/// admitted as usual and waits at most for the window the lent slot is on, after which the
+/// slot goes back to it.
+impl Lender for Inference {
+    fn lend(&self, job: Job) -> bool {
+        if !matches!(self.current(), ModelState::Ready(_)) {
+            return false;
+        }
+        let idle = {
+            let slots = self.pool.slots.lock().unwrap_or_else(|p| p.into_inner());
+            slots.iter().filter(|s| s.up && !s.busy).count()
+        };
+        idle > self.pool.queued.load(Ordering::SeqCst) && self.send(job).is_ok()
+    }
+
+    fn wanted(&self) -> bool {
+        self.pool.queued.load(Ordering::SeqCst) > 0
     }
 }
 
@@ -397,7 +425,10 @@ fn slot(index: usize, engines: &dyn Engines, pool: &Pool, receiver: &Mutex<Recei
                 None => {
                     let guard = receiver.lock().unwrap_or_else(|p| p.into_inner());
                     match guard.recv() {
-                        Ok(job) => job,
+                        Ok(job) => {
+                            pool.queued.fetch_sub(1, Ordering::SeqCst);
+                            job
+                        }
                         Err(_) => return,
                     }
                 }

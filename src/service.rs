@@ -227,6 +227,7 @@ pub async fn transcribe_chunk<'a>(
     // Azure's front end cuts a response after 230 s: refuse at once what would take longer.
     let seconds_per_audio_second = app.metrics.expected_seconds(1.0);
     let response_seconds = app.config.response_seconds;
+    let lender: Arc<dyn asr::Lender> = app.inference.clone();
     let job = app.inference.run(move |engine| {
         tracing::debug!(event = "inference_started", seq = state.seq + 1);
         let mut state = state;
@@ -268,8 +269,9 @@ pub async fn transcribe_chunk<'a>(
             temperature: decoding.temperature,
             progress: decoding.progress,
         };
+        // Long audio (a whole file) also runs on the slots that are idle.
         let (state, outcome) = process_chunk(
-            engine,
+            &asr::Spread::new(engine, lender),
             encoder.as_deref(),
             state,
             &tail,

@@ -453,3 +453,69 @@ async fn a_full_pool_answers_429_at_once_and_the_running_chunk_still_finishes() 
     let (status, _, answer) = running.await.unwrap();
     assert_eq!(status, 200, "{answer}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_file_runs_on_every_idle_slot_and_a_live_chunk_still_gets_one() {
+    let service = Arc::new(Service::start(&[("PREPIS_WORKERS", "2"), ("PREPIS_QUEUE", "0")]).await);
+    // 95 s of speech: the utterance again and again with a second of silence between.
+    let utterance = speech();
+    let mut file = Vec::new();
+    while file.len() < 95 * 32_000 {
+        file.extend_from_slice(&utterance);
+        file.extend(std::iter::repeat_n(0u8, 32_000));
+    }
+    let (started_tx, started_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel();
+    service.set(Mode::Hold(
+        Arc::new(Mutex::new(started_tx)),
+        Arc::new(Mutex::new(release_rx)),
+    ));
+    let whole = {
+        let service = Arc::clone(&service);
+        tokio::spawn(async move { service.post("", PCM, file).await })
+    };
+    // One request, two windows of it on the engine at once: the idle slot was lent to it.
+    tokio::task::spawn_blocking(move || {
+        for n in 1..=2 {
+            started_rx
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("window {n} never started: no slot was lent"));
+        }
+    })
+    .await
+    .unwrap();
+    // A lent slot holds no admission: a live chunk is admitted, not refused, and gets the
+    // lent slot once the window on it is done.
+    let live = {
+        let service = Arc::clone(&service);
+        tokio::spawn(async move { service.post("", PCM, speech()).await })
+    };
+    loop {
+        let (_, status) = service.request(reqwest::Method::GET, "/api/status").await;
+        if status["inference"]["in_flight"] == 2 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    service.set(Mode::Hear);
+    release_tx.send(()).unwrap();
+    release_tx.send(()).unwrap();
+    let (status, _, answer) = live.await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        !answer["results"].as_array().unwrap().is_empty(),
+        "{answer}"
+    );
+    let (status, _, answer) = whole.await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+    // Every window's words, in order, at their times in the file.
+    let ends: Vec<f64> = answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["words"].as_array().unwrap().clone())
+        .map(|w| w["end"].as_f64().unwrap())
+        .collect();
+    assert!(ends.windows(2).all(|p| p[0] <= p[1]), "{ends:?}");
+    assert!(ends.last().is_some_and(|&end| end > 90.0), "{ends:?}");
+}

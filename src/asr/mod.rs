@@ -3,9 +3,11 @@
 //! on the async runtime.
 
 mod quality;
+mod spread;
 mod whisper;
 mod words;
 
+pub use spread::{Job, Lender, Spread};
 pub use whisper::WhisperEngine;
 
 use serde::{Deserialize, Serialize};

@@ -17,6 +17,11 @@ use crate::vad::SpeechMap;
 const POSITIONS_PER_SECOND: f64 = 50.0;
 /// Encoder positions of Whisper's full 30 s window.
 const FULL_WINDOW_POSITIONS: i32 = 1500;
+/// Audio longer than this (seconds) is encoded over the full window. Live windows (the
+/// unconfirmed tail, at most 10 s, and a chunk) are shorter; on a 20-30 s long-form window
+/// the window sized to the audio puts text at wrong times (segments crammed into the
+/// window's last instant, bench/results/wholefile.md).
+const SIZED_WINDOW_MAX_SECONDS: f64 = 15.0;
 
 /// Whisper through whisper.cpp.
 pub struct WhisperEngine {
@@ -79,11 +84,12 @@ impl WhisperEngine {
         })
     }
 
-    /// Encoder positions to use for `seconds` of audio: the audio's own length (at least
-    /// the configured floor) instead of always 30 s; 0 means whisper.cpp's full window.
+    /// Encoder positions to use for `seconds` of audio: for live windows the audio's own
+    /// length (at least the configured floor) instead of always 30 s; 0 means whisper.cpp's
+    /// full window.
     fn window_positions(&self, seconds: f64) -> i32 {
         let positions = (seconds.max(self.min_window_seconds) * POSITIONS_PER_SECOND).ceil() as i32;
-        if positions >= FULL_WINDOW_POSITIONS {
+        if positions >= FULL_WINDOW_POSITIONS || seconds > SIZED_WINDOW_MAX_SECONDS {
             0
         } else {
             positions

@@ -130,7 +130,7 @@ impl Transcriber for ScriptedEngine {
 }
 
 /// LibriVox speech with pauses of several lengths between the utterances.
-fn speech() -> Vec<f32> {
+pub(crate) fn speech() -> Vec<f32> {
     let dir = std::path::Path::new("/usr/share/pocketsphinx/test/data/librivox");
     let mut audio = Vec::new();
     let mut paths: Vec<_> = std::fs::read_dir(dir)

@@ -11,7 +11,7 @@
 pub(crate) mod agreement;
 mod cut;
 #[cfg(test)]
-mod invariants;
+pub(crate) mod invariants;
 mod labels;
 mod state;
 mod tail;

@@ -1,0 +1,466 @@
+//! Long audio on every idle worker at once. Audio longer than one Whisper window is cut at
+//! pauses into windows of at most 30 s, and the windows are transcribed side by side: the
+//! slot the request runs on takes them one after another, and every slot that is idle when
+//! the request starts is lent to it and takes them too (faster-whisper's batched pipeline
+//! cuts at VAD pauses the same way). Each window is decoded on its own, with the client's
+//! prompt but not conditioned on the text of the window before, so that no window waits for
+//! another and a loop in one window cannot carry into the next. The text comes back in the
+//! order of the audio, and a listener (`DecodeOptions::progress`) hears each window as soon as
+//! every window before it is done.
+
+use std::ops::Range;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Condvar, Mutex};
+
+use super::{AsrError, DecodeOptions, ModelInfo, Progress, Transcriber, Transcript};
+use crate::vad::SpeechMap;
+
+/// Longest window: Whisper's own.
+const MAX_WINDOW_SAMPLES: usize = 30 * 16_000;
+/// A window is cut no earlier than this after its start (shorter windows give Whisper less
+/// context to go on).
+const MIN_WINDOW_SAMPLES: usize = 10 * 16_000;
+/// Pauses at least this long (ms) are candidates for a cut.
+const MIN_PAUSE_MS: u64 = 80;
+/// Pauses longer than this count as equally good cuts; the latest of them is taken.
+const GOOD_PAUSE_MS: u64 = 800;
+/// A window with less speech than this (seconds, VAD) is not given to Whisper.
+const MIN_SPEECH_SECONDS: f64 = 0.15;
+
+/// Work for a slot's engine.
+pub type Job = Box<dyn FnOnce(&dyn Transcriber) + Send>;
+
+/// The pool's idle slots, as a request borrows them.
+pub trait Lender: Send + Sync {
+    /// Runs `job` on a slot that is idle now, on its own; `false` when none is (the job is
+    /// dropped unrun).
+    fn lend(&self, job: Job) -> bool;
+    /// Whether a request is waiting for a slot: a lent slot goes back to it after the
+    /// window it is on.
+    fn wanted(&self) -> bool;
+}
+
+/// A slot's engine that spreads long audio over idle slots (see the module).
+pub struct Spread<'a> {
+    engine: &'a dyn Transcriber,
+    lender: Arc<dyn Lender>,
+}
+
+impl<'a> Spread<'a> {
+    pub fn new(engine: &'a dyn Transcriber, lender: Arc<dyn Lender>) -> Self {
+        Spread { engine, lender }
+    }
+}
+
+impl Transcriber for Spread<'_> {
+    fn transcribe(&self, samples: &[f32], options: &DecodeOptions) -> Result<Transcript, AsrError> {
+        if samples.len() <= MAX_WINDOW_SAMPLES {
+            return self.engine.transcribe(samples, options);
+        }
+        let speech = SpeechMap::of(samples);
+        let windows = windows(samples.len(), &speech.pauses_ms(MIN_PAUSE_MS));
+        let heard = windows
+            .iter()
+            .map(|w| {
+                let ms = |sample: usize| (sample / 16) as u64;
+                speech.speech_seconds_between(ms(w.start), ms(w.end)) >= MIN_SPEECH_SECONDS
+            })
+            .collect();
+        let work = Arc::new(Work::new(samples, windows, heard, options));
+        for _ in 1..work.windows.len() {
+            let (helper, lender) = (Arc::clone(&work), Arc::clone(&self.lender));
+            let job = move |engine: &dyn Transcriber| {
+                helper.take_windows(engine, || lender.wanted());
+            };
+            if !self.lender.lend(Box::new(job)) {
+                break;
+            }
+        }
+        work.take_windows(self.engine, || false);
+        work.finish(options)
+    }
+
+    fn info(&self) -> &ModelInfo {
+        self.engine.info()
+    }
+
+    fn tokenize(&self, text: &str) -> Vec<i32> {
+        self.engine.tokenize(text)
+    }
+}
+
+/// Cuts `len` samples into windows of at most 30 s, each cut in a pause (`pauses`, in ms):
+/// among the pauses 10-30 s after the window's start, the longest, and of those longer than
+/// 0.8 s the latest. Where there is none, the window is cut at 30 s.
+pub fn windows(len: usize, pauses: &[(u64, u64)]) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while len - start > MAX_WINDOW_SAMPLES {
+        let range = start + MIN_WINDOW_SAMPLES..start + MAX_WINDOW_SAMPLES;
+        let cut = pauses
+            .iter()
+            .map(|&(from, to)| {
+                (
+                    ((from + to) / 2) as usize * 16,
+                    (to - from).min(GOOD_PAUSE_MS),
+                )
+            })
+            .filter(|(middle, _)| range.contains(middle))
+            .max_by_key(|&(middle, length)| (length, middle))
+            .map_or(range.end, |(middle, _)| middle);
+        out.push(start..cut);
+        start = cut;
+    }
+    out.push(start..len);
+    out
+}
+
+/// The windows of one request and what became of them.
+struct Work {
+    samples: Vec<f32>,
+    windows: Vec<Range<usize>>,
+    /// Whether the VAD heard speech in each window.
+    heard: Vec<bool>,
+    /// The request's options, without its listener (told here, in order).
+    options: DecodeOptions,
+    progress: Option<Progress>,
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    /// The next window nobody has taken.
+    next: usize,
+    /// Windows taken and not finished.
+    running: usize,
+    /// Each window's transcript (times from the start of the audio), once done.
+    done: Vec<Option<Result<Transcript, AsrError>>>,
+    /// Windows the listener has heard.
+    told: usize,
+    /// A window failed: nobody takes another.
+    failed: bool,
+}
+
+impl Work {
+    fn new(
+        samples: &[f32],
+        windows: Vec<Range<usize>>,
+        heard: Vec<bool>,
+        options: &DecodeOptions,
+    ) -> Self {
+        let mut options = options.clone();
+        let progress = options.progress.take();
+        let state = State {
+            done: windows.iter().map(|_| None).collect(),
+            ..State::default()
+        };
+        Work {
+            samples: samples.to_vec(),
+            windows,
+            heard,
+            options,
+            progress,
+            state: Mutex::new(state),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes windows one after another and transcribes them with `engine`, until none is
+    /// left or `give_back` says the slot is wanted elsewhere.
+    fn take_windows(&self, engine: &dyn Transcriber, give_back: impl Fn() -> bool) {
+        loop {
+            let index = {
+                let mut state = self.lock();
+                if state.failed || state.next == self.windows.len() || give_back() {
+                    return;
+                }
+                state.next += 1;
+                state.running += 1;
+                state.next - 1
+            };
+            let result = self.transcribe(engine, index);
+            let mut state = self.lock();
+            state.running -= 1;
+            state.failed |= result.is_err();
+            state.done[index] = Some(result);
+            self.tell_in_order(&mut state);
+            self.changed.notify_all();
+        }
+    }
+
+    fn transcribe(&self, engine: &dyn Transcriber, index: usize) -> Result<Transcript, AsrError> {
+        let window = self.windows[index].clone();
+        let offset = window.start as f64 / 16_000.0;
+        // DTW stretches a window's last word over the padding after its audio (up to 30 s):
+        // no time runs into the next window.
+        let end = window.len() as f64 / 16_000.0;
+        let time = |t: f64| t.min(end) + offset;
+        if !self.heard[index] {
+            return Ok(Transcript {
+                segments: Vec::new(),
+                language: None,
+                unreliable_from: None,
+            });
+        }
+        let samples = &self.samples[window];
+        // A panic in the engine must not leave the request waiting for this window.
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            engine.transcribe(samples, &self.options)
+        }))
+        .unwrap_or_else(|_| Err(AsrError::Inference("the engine panicked".into())));
+        result.map(|mut transcript| {
+            for segment in &mut transcript.segments {
+                segment.start = time(segment.start);
+                segment.end = time(segment.end);
+                for word in &mut segment.words {
+                    word.start = time(word.start);
+                    word.end = time(word.end);
+                }
+            }
+            transcript.unreliable_from = transcript.unreliable_from.map(time);
+            transcript
+        })
+    }
+
+    /// Tells the listener every finished window that follows the ones it has heard.
+    fn tell_in_order(&self, state: &mut State) {
+        while let Some(Some(Ok(transcript))) = state.done.get(state.told) {
+            if let Some(progress) = &self.progress {
+                progress.tell(&transcript.segments);
+            }
+            state.told += 1;
+        }
+    }
+
+    /// Waits for the windows being transcribed elsewhere and joins them in order; the first
+    /// failed window's error when one failed.
+    fn finish(&self, options: &DecodeOptions) -> Result<Transcript, AsrError> {
+        let mut state = self.lock();
+        while state.running > 0 {
+            state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        let mut joined = Transcript {
+            segments: Vec::new(),
+            language: None,
+            unreliable_from: None,
+        };
+        for done in state.done.iter_mut() {
+            let transcript = match done.take() {
+                Some(result) => result?,
+                None => continue,
+            };
+            joined.segments.extend(transcript.segments);
+            joined.language = joined.language.or(transcript.language);
+            joined.unreliable_from = joined.unreliable_from.or(transcript.unreliable_from);
+        }
+        joined.language = joined.language.or_else(|| options.language.clone());
+        Ok(joined)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::asr::{Segment, Word};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const SECOND: usize = 16_000;
+
+    #[test]
+    fn windows_are_cut_in_the_longest_pause_and_never_exceed_30_s() {
+        // 75 s with pauses (ms): a short one at 12 s, a long one at 20 s, another at 27 s.
+        let pauses = [
+            (12_000, 12_100),
+            (20_000, 21_000),
+            (27_000, 28_000),
+            (50_000, 50_300),
+        ];
+        let w = windows(75 * SECOND, &pauses);
+        // Both long pauses are "good": the later one is cut, in its middle.
+        assert_eq!(w[0], 0..27_500 * 16);
+        // Next: pauses 37.5-57.5 s → 50.15 s.
+        assert_eq!(w[1], 27_500 * 16..50_150 * 16);
+        assert_eq!(w[2], 50_150 * 16..75 * SECOND);
+        // No pause at all: cut every 30 s; short audio is one window.
+        assert_eq!(
+            windows(65 * SECOND, &[]),
+            vec![
+                0..30 * SECOND,
+                30 * SECOND..60 * SECOND,
+                60 * SECOND..65 * SECOND
+            ]
+        );
+        assert_eq!(windows(30 * SECOND, &pauses), vec![0..30 * SECOND]);
+    }
+
+    /// An engine that names the window it heard by its length in seconds, counts how many
+    /// calls run at once, and fails the call numbered `fail_on_call`.
+    struct Counting {
+        running: AtomicUsize,
+        most: AtomicUsize,
+        calls: AtomicUsize,
+        fail_on_call: Option<usize>,
+        info: ModelInfo,
+    }
+
+    impl Transcriber for Counting {
+        fn transcribe(&self, samples: &[f32], _: &DecodeOptions) -> Result<Transcript, AsrError> {
+            let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            self.running.fetch_sub(1, Ordering::SeqCst);
+            let seconds = samples.len() / SECOND;
+            let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            if self.fail_on_call == Some(call) {
+                return Err(AsrError::Inference("failed".into()));
+            }
+            // The word is stretched over the padding after the audio, as DTW does.
+            let word = Word {
+                word: format!("w{seconds}"),
+                start: 1.0,
+                end: 45.0,
+                probability: 0.9,
+            };
+            Ok(Transcript {
+                segments: vec![Segment {
+                    text: word.word.clone(),
+                    start: 1.0,
+                    end: 45.0,
+                    confidence: 0.9,
+                    no_speech_probability: 0.0,
+                    avg_logprob: -0.1,
+                    words: vec![word],
+                }],
+                language: Some("en".into()),
+                unreliable_from: None,
+            })
+        }
+        fn info(&self) -> &ModelInfo {
+            &self.info
+        }
+    }
+
+    fn counting(fail_on_call: Option<usize>) -> Arc<Counting> {
+        Arc::new(Counting {
+            running: AtomicUsize::new(0),
+            most: AtomicUsize::new(0),
+            calls: AtomicUsize::new(0),
+            fail_on_call,
+            info: ModelInfo::scripted(),
+        })
+    }
+
+    /// Lends `slots` helper threads running `engine`.
+    struct Threads {
+        engine: Arc<Counting>,
+        slots: usize,
+        lent: AtomicUsize,
+    }
+
+    impl Lender for Threads {
+        fn lend(&self, job: Job) -> bool {
+            if self.lent.fetch_add(1, Ordering::SeqCst) >= self.slots {
+                return false;
+            }
+            let engine = Arc::clone(&self.engine);
+            std::thread::spawn(move || job(engine.as_ref()));
+            true
+        }
+        fn wanted(&self) -> bool {
+            false
+        }
+    }
+
+    fn lend(engine: Arc<Counting>, slots: usize) -> Arc<dyn Lender> {
+        Arc::new(Threads {
+            engine,
+            slots,
+            lent: AtomicUsize::new(0),
+        })
+    }
+
+    /// Real speech with pauses, `seconds` long, and the windows it is cut into.
+    fn speech(seconds: usize) -> (Vec<f32>, Vec<Range<usize>>) {
+        let speech = crate::stream::invariants::speech();
+        let audio: Vec<f32> = speech
+            .iter()
+            .copied()
+            .cycle()
+            .take(seconds * SECOND)
+            .collect();
+        let pauses = SpeechMap::of(&audio).pauses_ms(MIN_PAUSE_MS);
+        let windows = windows(audio.len(), &pauses);
+        (audio, windows)
+    }
+
+    #[test]
+    fn windows_run_side_by_side_and_come_back_in_order_with_their_times() {
+        let engine = counting(None);
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let heard = Arc::clone(&told);
+        let options = DecodeOptions {
+            progress: Some(Progress::new(move |s: &[Segment]| {
+                heard.lock().unwrap().push(s[0].text.clone())
+            })),
+            ..DecodeOptions::default()
+        };
+        let spread = Spread::new(engine.as_ref(), lend(Arc::clone(&engine), 2));
+        let (audio, windows) = speech(95);
+        assert!(windows.len() >= 4, "{windows:?}");
+        let transcript = spread.transcribe(&audio, &options).unwrap();
+        assert!(engine.most.load(Ordering::SeqCst) >= 2, "ran one at a time");
+        let texts: Vec<&str> = transcript
+            .segments
+            .iter()
+            .map(|s| s.text.as_str())
+            .collect();
+        let expected: Vec<String> = windows
+            .iter()
+            .map(|w| format!("w{}", w.len() / SECOND))
+            .collect();
+        assert_eq!(texts, expected);
+        // Each window's times are from the start of the audio, and end with its audio.
+        for (segment, window) in transcript.segments.iter().zip(&windows) {
+            let start = window.start as f64 / 16_000.0 + 1.0;
+            let end = window.end as f64 / 16_000.0;
+            assert!((segment.start - start).abs() < 1e-9);
+            assert!((segment.words[0].start - start).abs() < 1e-9);
+            assert!((segment.end - end).abs() < 1e-9);
+            assert!((segment.words[0].end - end).abs() < 1e-9);
+        }
+        assert_eq!(
+            *told.lock().unwrap(),
+            texts,
+            "the listener hears the windows in order"
+        );
+        assert_eq!(transcript.language.as_deref(), Some("en"));
+    }
+
+    #[test]
+    fn with_no_slot_to_lend_the_windows_run_one_after_another() {
+        let engine = counting(None);
+        let spread = Spread::new(engine.as_ref(), lend(Arc::clone(&engine), 0));
+        let (audio, windows) = speech(95);
+        let transcript = spread
+            .transcribe(&audio, &DecodeOptions::default())
+            .unwrap();
+        assert_eq!(engine.most.load(Ordering::SeqCst), 1);
+        assert_eq!(transcript.segments.len(), windows.len());
+    }
+
+    #[test]
+    fn a_failed_window_fails_the_request_and_waits_for_no_one() {
+        // The engine fails its second call.
+        let engine = counting(Some(2));
+        let spread = Spread::new(engine.as_ref(), lend(Arc::clone(&engine), 2));
+        let err = spread
+            .transcribe(&speech(95).0, &DecodeOptions::default())
+            .unwrap_err();
+        assert!(matches!(err, AsrError::Inference(_)));
+    }
+}
