@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the benchmarks: prepis against faster-whisper on the same audio, in one run.
-#   bench/run.sh [latency|live|stream|window|speakers|accuracy|start]...   (default: latency live stream window speakers)
+#   bench/run.sh [latency|live|stream|window|speakers|accuracy|start|wholefile]...   (default: latency live stream window speakers)
 # Installs the baseline (PyPI faster-whisper 1.2.1) and the speech fixtures (Debian) if needed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +25,7 @@ for what in "${@:-latency live stream window speakers}"; do
       speakers) "$venv/bin/python" bench/speakers.py run ;;
       accuracy) "$venv/bin/python" bench/accuracy.py run test tune ;;
       start) "$venv/bin/python" bench/start.py ;;
+      wholefile) "$venv/bin/python" bench/wholefile.py test tune ;;
       *) "$venv/bin/python" bench/compare.py "$w" ;;
     esac
   done

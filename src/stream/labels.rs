@@ -24,24 +24,26 @@ pub fn label_segments(
     audio_start_ms: u64,
     segments: Vec<FinalSegment>,
 ) -> Vec<FinalSegment> {
+    let runs: Vec<Vec<Vec<TimedWord>>> = segments
+        .into_iter()
+        .map(|segment| speech_runs(segment.words))
+        .collect();
+    let embed = |run: &Vec<TimedWord>| {
+        let (start, end) = (run[0].start_ms, run[run.len() - 1].end_ms);
+        if end.saturating_sub(start) < MIN_EMBED_MS {
+            return None;
+        }
+        let from = ms_to_index(start.saturating_sub(audio_start_ms), audio.len());
+        let to = ms_to_index(end.saturating_sub(audio_start_ms), audio.len());
+        encoder.embed(&audio[from..to]).map(|vector| Voiceprint {
+            vector,
+            speech_ms: end - start,
+        })
+    };
+    let mut prints = on_all_cores(runs.iter().flatten().collect(), embed).into_iter();
     let mut out = Vec::new();
-    for segment in segments {
-        let runs = speech_runs(segment.words);
-        let prints: Vec<Option<Voiceprint>> = runs
-            .iter()
-            .map(|run| {
-                let (start, end) = (run[0].start_ms, run[run.len() - 1].end_ms);
-                if end.saturating_sub(start) < MIN_EMBED_MS {
-                    return None;
-                }
-                let from = ms_to_index(start.saturating_sub(audio_start_ms), audio.len());
-                let to = ms_to_index(end.saturating_sub(audio_start_ms), audio.len());
-                encoder.embed(&audio[from..to]).map(|vector| Voiceprint {
-                    vector,
-                    speech_ms: end - start,
-                })
-            })
-            .collect();
+    for runs in runs {
+        let prints: Vec<Option<Voiceprint>> = prints.by_ref().take(runs.len()).collect();
         let mut labels: Vec<Option<Label>> = prints
             .iter()
             .map(|p| {
@@ -110,6 +112,35 @@ impl Pending {
     }
 }
 
+/// Runs that make a whole file's worth of speaker work: embedded on every core (a live
+/// chunk has one or two).
+const RUNS_FOR_ALL_CORES: usize = 8;
+
+/// `f` of each item, in order; on every core when there are many items.
+fn on_all_cores<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if items.len() < RUNS_FOR_ALL_CORES || cores == 1 {
+        return items.into_iter().map(f).collect();
+    }
+    let share = items.len().div_ceil(cores);
+    let mut shares: Vec<Vec<T>> = Vec::new();
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        shares.push(items.by_ref().take(share).collect());
+    }
+    let f = &f;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = shares
+            .into_iter()
+            .map(|share| scope.spawn(move || share.into_iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
 fn run_ms(run: &[TimedWord]) -> u64 {
     run[run.len() - 1].end_ms.saturating_sub(run[0].start_ms)
 }
@@ -144,4 +175,18 @@ fn speech_runs(words: Vec<TimedWord>) -> Vec<Vec<TimedWord>> {
         }
     }
     joined
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn work_on_all_cores_comes_back_in_order() {
+        for n in [0, 3, RUNS_FOR_ALL_CORES, 41] {
+            let items: Vec<usize> = (0..n).collect();
+            let squares = on_all_cores(items, |i| i * i);
+            assert_eq!(squares, (0..n).map(|i| i * i).collect::<Vec<_>>());
+        }
+    }
 }
