@@ -271,7 +271,7 @@ pub async fn transcribe_chunk<'a>(
         };
         // Long audio (a whole file) also runs on the slots that are idle.
         let (state, outcome) = process_chunk(
-            &asr::Spread::new(engine, lender),
+            &asr::Spread::new(engine, lender, crate::stream::transcribe_speech),
             encoder.as_deref(),
             state,
             &tail,

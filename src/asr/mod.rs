@@ -7,7 +7,7 @@ mod spread;
 mod whisper;
 mod words;
 
-pub use spread::{Job, Lender, Spread};
+pub use spread::{Job, Lender, Spread, WindowFn};
 pub use whisper::WhisperEngine;
 
 use serde::{Deserialize, Serialize};

@@ -24,8 +24,6 @@ const MIN_WINDOW_SAMPLES: usize = 10 * 16_000;
 const MIN_PAUSE_MS: u64 = 80;
 /// Pauses longer than this count as equally good cuts; the latest of them is taken.
 const GOOD_PAUSE_MS: u64 = 800;
-/// A window with less speech than this (seconds, VAD) is not given to Whisper.
-const MIN_SPEECH_SECONDS: f64 = 0.15;
 
 /// Work for a slot's engine.
 pub type Job = Box<dyn FnOnce(&dyn Transcriber) + Send>;
@@ -40,15 +38,24 @@ pub trait Lender: Send + Sync {
     fn wanted(&self) -> bool;
 }
 
+/// How one window is transcribed with an engine (the stream's rules for a window of
+/// speech: `stream::window::transcribe_speech`).
+pub type WindowFn = fn(&dyn Transcriber, &[f32], &DecodeOptions) -> Result<Transcript, AsrError>;
+
 /// A slot's engine that spreads long audio over idle slots (see the module).
 pub struct Spread<'a> {
     engine: &'a dyn Transcriber,
     lender: Arc<dyn Lender>,
+    window: WindowFn,
 }
 
 impl<'a> Spread<'a> {
-    pub fn new(engine: &'a dyn Transcriber, lender: Arc<dyn Lender>) -> Self {
-        Spread { engine, lender }
+    pub fn new(engine: &'a dyn Transcriber, lender: Arc<dyn Lender>, window: WindowFn) -> Self {
+        Spread {
+            engine,
+            lender,
+            window,
+        }
     }
 }
 
@@ -57,16 +64,10 @@ impl Transcriber for Spread<'_> {
         if samples.len() <= MAX_WINDOW_SAMPLES {
             return self.engine.transcribe(samples, options);
         }
-        let speech = SpeechMap::of(samples);
-        let windows = windows(samples.len(), &speech.pauses_ms(MIN_PAUSE_MS));
-        let heard = windows
-            .iter()
-            .map(|w| {
-                let ms = |sample: usize| (sample / 16) as u64;
-                speech.speech_seconds_between(ms(w.start), ms(w.end)) >= MIN_SPEECH_SECONDS
-            })
-            .collect();
-        let work = Arc::new(Work::new(samples, windows, heard, options));
+        let pauses = SpeechMap::of(samples).pauses_ms(MIN_PAUSE_MS);
+        let windows = windows(samples.len(), &pauses);
+        let work = Arc::new(Work::new(samples, windows, self.window, options));
+        let mut lent = 0;
         for _ in 1..work.windows.len() {
             let (helper, lender) = (Arc::clone(&work), Arc::clone(&self.lender));
             let job = move |engine: &dyn Transcriber| {
@@ -75,7 +76,14 @@ impl Transcriber for Spread<'_> {
             if !self.lender.lend(Box::new(job)) {
                 break;
             }
+            lent += 1;
         }
+        tracing::debug!(
+            event = "spread",
+            seconds = samples.len() as f64 / 16_000.0,
+            windows = ?work.windows.iter().map(|w| w.start as f64 / 16_000.0).collect::<Vec<_>>(),
+            lent,
+        );
         work.take_windows(self.engine, || false);
         work.finish(options)
     }
@@ -119,8 +127,7 @@ pub fn windows(len: usize, pauses: &[(u64, u64)]) -> Vec<Range<usize>> {
 struct Work {
     samples: Vec<f32>,
     windows: Vec<Range<usize>>,
-    /// Whether the VAD heard speech in each window.
-    heard: Vec<bool>,
+    window: WindowFn,
     /// The request's options, without its listener (told here, in order).
     options: DecodeOptions,
     progress: Option<Progress>,
@@ -146,7 +153,7 @@ impl Work {
     fn new(
         samples: &[f32],
         windows: Vec<Range<usize>>,
-        heard: Vec<bool>,
+        window: WindowFn,
         options: &DecodeOptions,
     ) -> Self {
         let mut options = options.clone();
@@ -158,7 +165,7 @@ impl Work {
         Work {
             samples: samples.to_vec(),
             windows,
-            heard,
+            window,
             options,
             progress,
             state: Mutex::new(state),
@@ -200,17 +207,10 @@ impl Work {
         // no time runs into the next window.
         let end = window.len() as f64 / 16_000.0;
         let time = |t: f64| t.min(end) + offset;
-        if !self.heard[index] {
-            return Ok(Transcript {
-                segments: Vec::new(),
-                language: None,
-                unreliable_from: None,
-            });
-        }
         let samples = &self.samples[window];
         // A panic in the engine must not leave the request waiting for this window.
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            engine.transcribe(samples, &self.options)
+            (self.window)(engine, samples, &self.options)
         }))
         .unwrap_or_else(|_| Err(AsrError::Inference("the engine panicked".into())));
         result.map(|mut transcript| {
@@ -355,6 +355,14 @@ mod tests {
         })
     }
 
+    fn plain(
+        engine: &dyn Transcriber,
+        samples: &[f32],
+        options: &DecodeOptions,
+    ) -> Result<Transcript, AsrError> {
+        engine.transcribe(samples, options)
+    }
+
     /// Lends `slots` helper threads running `engine`.
     struct Threads {
         engine: Arc<Counting>,
@@ -409,7 +417,7 @@ mod tests {
             })),
             ..DecodeOptions::default()
         };
-        let spread = Spread::new(engine.as_ref(), lend(Arc::clone(&engine), 2));
+        let spread = Spread::new(engine.as_ref(), lend(Arc::clone(&engine), 2), plain);
         let (audio, windows) = speech(95);
         assert!(windows.len() >= 4, "{windows:?}");
         let transcript = spread.transcribe(&audio, &options).unwrap();
@@ -444,7 +452,7 @@ mod tests {
     #[test]
     fn with_no_slot_to_lend_the_windows_run_one_after_another() {
         let engine = counting(None);
-        let spread = Spread::new(engine.as_ref(), lend(Arc::clone(&engine), 0));
+        let spread = Spread::new(engine.as_ref(), lend(Arc::clone(&engine), 0), plain);
         let (audio, windows) = speech(95);
         let transcript = spread
             .transcribe(&audio, &DecodeOptions::default())
@@ -457,7 +465,7 @@ mod tests {
     fn a_failed_window_fails_the_request_and_waits_for_no_one() {
         // The engine fails its second call.
         let engine = counting(Some(2));
-        let spread = Spread::new(engine.as_ref(), lend(Arc::clone(&engine), 2));
+        let spread = Spread::new(engine.as_ref(), lend(Arc::clone(&engine), 2), plain);
         let err = spread
             .transcribe(&speech(95).0, &DecodeOptions::default())
             .unwrap_err();

@@ -26,6 +26,7 @@ use cut::{
     KEEP_BEFORE_WORD_MS, MIN_CUT_PAUSE_MS, UNHEARD_LEAD_MS,
 };
 pub use state::{tail_digest, StreamState, TailAudio, TailError};
+pub use window::transcribe_speech;
 use window::{transcribe_window, MIN_SPEECH_SECONDS};
 
 const RATE: u64 = 16_000;

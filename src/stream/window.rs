@@ -2,7 +2,7 @@
 //! what Whisper produces on non-speech (markers such as `[BLANK_AUDIO]`,
 //! segments it itself judges to be no speech).
 
-use crate::asr::{AsrError, DecodeOptions, Progress, Segment, Transcriber};
+use crate::asr::{AsrError, DecodeOptions, Progress, Segment, Transcriber, Transcript};
 use crate::vad::SpeechMap;
 
 /// Less detected speech than this (seconds) and Whisper is not called at all.
@@ -76,6 +76,21 @@ pub fn transcribe_window(
         segments,
         language: transcript.language,
         unreliable_from: transcript.unreliable_from,
+    })
+}
+
+/// Whisper on one window of a long file (`asr::Spread`): [`transcribe_window`] with the
+/// window's own VAD map, so that each window is heard as a window of a stream is.
+pub fn transcribe_speech(
+    engine: &dyn Transcriber,
+    samples: &[f32],
+    options: &DecodeOptions,
+) -> Result<Transcript, AsrError> {
+    let window = transcribe_window(engine, samples, &SpeechMap::of(samples), options)?;
+    Ok(Transcript {
+        segments: window.segments,
+        language: window.language,
+        unreliable_from: window.unreliable_from,
     })
 }
 
