@@ -23,7 +23,7 @@ const MIN_WINDOW_SAMPLES: usize = 10 * 16_000;
 /// Pauses at least this long (ms) are candidates for a cut.
 const MIN_PAUSE_MS: u64 = 80;
 /// Pauses longer than this count as equally good cuts; the latest of them is taken.
-const GOOD_PAUSE_MS: u64 = 800;
+const GOOD_PAUSE_MS: u64 = 300;
 
 /// Work for a slot's engine.
 pub type Job = Box<dyn FnOnce(&dyn Transcriber) + Send>;
@@ -99,7 +99,8 @@ impl Transcriber for Spread<'_> {
 
 /// Cuts `len` samples into windows of at most 30 s, each cut in a pause (`pauses`, in ms):
 /// among the pauses 10-30 s after the window's start, the longest, and of those longer than
-/// 0.8 s the latest. Where there is none, the window is cut at 30 s.
+/// 0.3 s the latest (chosen on the tune half: fewer, longer windows). Where there is none,
+/// the window is cut at 30 s.
 pub fn windows(len: usize, pauses: &[(u64, u64)]) -> Vec<Range<usize>> {
     let mut out = Vec::new();
     let mut start = 0;
