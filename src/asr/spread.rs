@@ -12,7 +12,7 @@ use std::ops::Range;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Condvar, Mutex};
 
-use super::{AsrError, DecodeOptions, ModelInfo, Progress, Transcriber, Transcript};
+use super::{AsrError, DecodeOptions, ModelInfo, Progress, Segment, Transcriber, Transcript};
 use crate::vad::SpeechMap;
 
 /// Longest window: Whisper's own.
@@ -65,7 +65,7 @@ impl Transcriber for Spread<'_> {
             return self.engine.transcribe(samples, options);
         }
         let pauses = SpeechMap::of(samples).pauses_ms(MIN_PAUSE_MS);
-        let windows = windows(samples.len(), &pauses);
+        let windows = windows(samples, &pauses);
         let work = Arc::new(Work::new(samples, windows, self.window, options));
         let mut lent = 0;
         for _ in 1..work.windows.len() {
@@ -99,9 +99,10 @@ impl Transcriber for Spread<'_> {
 
 /// Cuts `len` samples into windows of at most 30 s, each cut in a pause (`pauses`, in ms):
 /// among the pauses 10-30 s after the window's start, the longest, and of those longer than
-/// 0.3 s the latest (chosen on the tune half: fewer, longer windows). Where there is none,
-/// the window is cut at 30 s.
-pub fn windows(len: usize, pauses: &[(u64, u64)]) -> Vec<Range<usize>> {
+/// 0.3 s the latest (chosen on the tune half: fewer, longer windows). Where there is none
+/// (speech that runs on), in the quietest 20 ms of the window's last 10 s.
+pub fn windows(samples: &[f32], pauses: &[(u64, u64)]) -> Vec<Range<usize>> {
+    let len = samples.len();
     let mut out = Vec::new();
     let mut start = 0;
     while len - start > MAX_WINDOW_SAMPLES {
@@ -116,13 +117,43 @@ pub fn windows(len: usize, pauses: &[(u64, u64)]) -> Vec<Range<usize>> {
             })
             .filter(|(middle, _)| range.contains(middle))
             .max_by_key(|&(middle, length)| (length, middle))
-            .map_or(range.end, |(middle, _)| middle);
+            .map_or_else(
+                || quietest_frame(samples, start + 2 * MIN_WINDOW_SAMPLES..range.end),
+                |(middle, _)| middle,
+            );
         out.push(start..cut);
         start = cut;
     }
     out.push(start..len);
     out
 }
+
+/// The start of the quietest 20 ms frame in `range`.
+fn quietest_frame(samples: &[f32], range: Range<usize>) -> usize {
+    const FRAME: usize = 320;
+    range
+        .clone()
+        .step_by(FRAME)
+        .filter(|at| at + FRAME <= range.end)
+        .min_by(|&a, &b| {
+            let energy = |at: usize| samples[at..at + FRAME].iter().map(|s| s * s).sum::<f32>();
+            energy(a).total_cmp(&energy(b))
+        })
+        .unwrap_or(range.end)
+}
+
+/// A segment of several words in (almost) no time: DTW found no audio for them. (A decoder
+/// whose window ends inside speech repeats earlier sentences there, all at the last instant.)
+fn crammed(segment: &Segment) -> bool {
+    let span = match (segment.words.first(), segment.words.last()) {
+        (Some(first), Some(last)) => last.end - first.start,
+        _ => return false,
+    };
+    segment.words.len() > 1 && span < CRAMMED_SECONDS
+}
+
+/// Words of a segment fitted into less than this are crammed.
+const CRAMMED_SECONDS: f64 = 0.05;
 
 /// The windows of one request and what became of them.
 struct Work {
@@ -224,6 +255,7 @@ impl Work {
                 }
             }
             transcript.unreliable_from = transcript.unreliable_from.map(time);
+            transcript.segments.retain(|s| !crammed(s));
             transcript
         })
     }
@@ -281,22 +313,51 @@ mod tests {
             (27_000, 28_000),
             (50_000, 50_300),
         ];
-        let w = windows(75 * SECOND, &pauses);
+        let w = windows(&vec![0.1; 75 * SECOND], &pauses);
         // Both long pauses are "good": the later one is cut, in its middle.
         assert_eq!(w[0], 0..27_500 * 16);
         // Next: pauses 37.5-57.5 s → 50.15 s.
         assert_eq!(w[1], 27_500 * 16..50_150 * 16);
         assert_eq!(w[2], 50_150 * 16..75 * SECOND);
-        // No pause at all: cut every 30 s; short audio is one window.
+        // No pause at all: cut in the quietest 20 ms of the last 10 s; short audio is one
+        // window.
+        let mut loud = vec![0.1; 65 * SECOND];
+        loud[26 * SECOND..26 * SECOND + 320].fill(0.01);
+        loud[51 * SECOND..51 * SECOND + 320].fill(0.01);
         assert_eq!(
-            windows(65 * SECOND, &[]),
+            windows(&loud, &[]),
             vec![
-                0..30 * SECOND,
-                30 * SECOND..60 * SECOND,
-                60 * SECOND..65 * SECOND
+                0..26 * SECOND,
+                26 * SECOND..51 * SECOND,
+                51 * SECOND..65 * SECOND
             ]
         );
-        assert_eq!(windows(30 * SECOND, &pauses), vec![0..30 * SECOND]);
+        assert_eq!(windows(&loud[..30 * SECOND], &pauses), vec![0..30 * SECOND]);
+    }
+
+    #[test]
+    fn several_words_in_no_time_are_crammed_one_word_is_not() {
+        let word = |start: f64, end: f64| Word {
+            word: "w".into(),
+            start,
+            end,
+            probability: 0.9,
+        };
+        let segment = |words: Vec<Word>| Segment {
+            text: String::new(),
+            start: 0.0,
+            end: 30.0,
+            confidence: 0.9,
+            no_speech_probability: 0.0,
+            avg_logprob: -0.1,
+            words,
+        };
+        assert!(crammed(&segment(vec![
+            word(29.98, 29.98),
+            word(29.98, 30.0)
+        ])));
+        assert!(!crammed(&segment(vec![word(29.98, 30.0)])));
+        assert!(!crammed(&segment(vec![word(29.0, 29.4), word(29.4, 30.0)])));
     }
 
     /// An engine that names the window it heard by its length in seconds, counts how many
@@ -403,7 +464,7 @@ mod tests {
             .take(seconds * SECOND)
             .collect();
         let pauses = SpeechMap::of(&audio).pauses_ms(MIN_PAUSE_MS);
-        let windows = windows(audio.len(), &pauses);
+        let windows = windows(&audio, &pauses);
         (audio, windows)
     }
 
