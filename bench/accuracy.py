@@ -248,15 +248,19 @@ def stream_through(urls, path):
     return [json.loads(line) for line in out.stdout.splitlines()]
 
 
-def faster_whisper(paths):
-    """faster-whisper's whole-file text per WAV, as a user runs it (greedy, previous text)."""
+def faster_whisper(paths, threads=None):
+    """(text, seconds) per WAV: faster-whisper as a user runs it on a loaded model (greedy,
+    previous text); the time is that of the consumed `transcribe` generator."""
+    threads = threads or int(os.environ.get("BENCH_THREADS", "2"))
     code = (
-        "import json, sys\nfrom faster_whisper import WhisperModel\n"
+        "import json, sys, time\nfrom faster_whisper import WhisperModel\n"
         f"m = WhisperModel({str(MODEL_DIR / 'ct2-base')!r}, device='cpu', compute_type='int8', "
-        f"cpu_threads={int(os.environ.get('BENCH_THREADS', '2'))})\n"
+        f"cpu_threads={threads})\n"
         "for p in sys.argv[1:]:\n"
+        "    t = time.perf_counter()\n"
         "    segs, _ = m.transcribe(p, language='en', beam_size=1, vad_filter=False)\n"
-        "    print(json.dumps(' '.join(s.text.strip() for s in segs)), flush=True)\n")
+        "    text = ' '.join(s.text.strip() for s in segs)\n"
+        "    print(json.dumps([text, time.perf_counter() - t]), flush=True)\n")
     python = os.environ.get("FW_PYTHON", sys.executable)
     out = subprocess.run([python, "-c", code] + [str(p) for p in paths], check=True,
                          capture_output=True, text=True)
@@ -274,7 +278,7 @@ def run(halves):
            "PREPIS_CONTEXT_KEY": "cHJlcGlzLWFjY3VyYWN5LWJlbmNobWFyay1rZXktMzI="}
     handlers = [Handler(env) for _ in range(3)]
     urls = [h.url("") for h in handlers]
-    fw_texts = faster_whisper([path for _, path, _, _, _ in built])
+    fw_texts = [text for text, _ in faster_whisper([path for _, path, _, _, _ in built])]
     rows = {h: [] for h in halves}
     details = []
     for (name, path, rate, pcm, reference), fw_text in zip(built, fw_texts):

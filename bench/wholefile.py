@@ -17,7 +17,6 @@ included) sampled every 50 ms during the requests.
 
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -25,27 +24,10 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy import EVAL, build, loops, scores  # noqa: E402
-from compare import MODEL_DIR, Handler, normalise, report, wav_bytes  # noqa: E402
+from accuracy import EVAL, build, faster_whisper, loops, scores  # noqa: E402
+from compare import Handler, normalise, report, wav_bytes  # noqa: E402
 
 CORES = os.cpu_count() or 1
-
-
-def faster_whisper(paths):
-    """(text, seconds) per WAV: faster-whisper as a user runs it on a loaded model."""
-    code = (
-        "import json, sys, time\nfrom faster_whisper import WhisperModel\n"
-        f"m = WhisperModel({str(MODEL_DIR / 'ct2-base')!r}, device='cpu', compute_type='int8', "
-        f"cpu_threads={CORES})\n"
-        "for p in sys.argv[1:]:\n"
-        "    t = time.perf_counter()\n"
-        "    segs, _ = m.transcribe(p, language='en', beam_size=1, vad_filter=False)\n"
-        "    text = ' '.join(s.text.strip() for s in segs)\n"
-        "    print(json.dumps([text, time.perf_counter() - t]), flush=True)\n")
-    python = os.environ.get("FW_PYTHON", sys.executable)
-    out = subprocess.run([python, "-c", code] + [str(p) for p in paths], check=True,
-                         capture_output=True, text=True)
-    return [json.loads(line) for line in out.stdout.splitlines()]
 
 
 def tree_pss_mb(pid):
@@ -95,7 +77,7 @@ def whole(handler, rate, pcm, diarize):
 def main(halves):
     streams = [s for s in json.loads((EVAL / "streams.json").read_text()) if s["split"] in halves]
     built = build(streams)
-    fw = faster_whisper([path for _, path, _, _, _ in built])
+    fw = faster_whisper([path for _, path, _, _, _ in built], threads=CORES)
     handler = Handler({"PREPIS_MAX_AUDIO_SECONDS": "600"})
     peak = Peak(handler.proc.pid)
     rows = []
