@@ -194,6 +194,18 @@ impl Service {
         *self.mode.lock().unwrap() = mode;
     }
 
+    /// Makes the engine hold each call: the receiver hears each call start, the sender lets
+    /// one go.
+    fn hold(&self) -> (mpsc::Receiver<()>, mpsc::Sender<()>) {
+        let (started_tx, started_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel();
+        self.set(Mode::Hold(
+            Arc::new(Mutex::new(started_tx)),
+            Arc::new(Mutex::new(release_rx)),
+        ));
+        (started_rx, release_tx)
+    }
+
     /// POSTs raw audio to `/api/transcribe?query`; the status, the headers and the JSON.
     async fn post(
         &self,
@@ -433,12 +445,7 @@ async fn an_engine_failure_costs_one_chunk() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_pool_answers_429_at_once_and_the_running_chunk_still_finishes() {
     let service = Arc::new(Service::start(&[("PREPIS_QUEUE", "0")]).await);
-    let (started_tx, started_rx) = mpsc::channel();
-    let (release_tx, release_rx) = mpsc::channel();
-    service.set(Mode::Hold(
-        Arc::new(Mutex::new(started_tx)),
-        Arc::new(Mutex::new(release_rx)),
-    ));
+    let (started_rx, release_tx) = service.hold();
     let running = {
         let service = Arc::clone(&service);
         tokio::spawn(async move { service.post("", PCM, speech()).await })
@@ -464,12 +471,7 @@ async fn a_whole_file_runs_on_every_idle_slot_and_a_live_chunk_still_gets_one() 
         file.extend_from_slice(&utterance);
         file.extend(std::iter::repeat_n(0u8, 32_000));
     }
-    let (started_tx, started_rx) = mpsc::channel();
-    let (release_tx, release_rx) = mpsc::channel();
-    service.set(Mode::Hold(
-        Arc::new(Mutex::new(started_tx)),
-        Arc::new(Mutex::new(release_rx)),
-    ));
+    let (started_rx, release_tx) = service.hold();
     let whole = {
         let service = Arc::clone(&service);
         tokio::spawn(async move { service.post("", PCM, file).await })
