@@ -15,6 +15,11 @@ const WORD_AFTER_SPEECH_SECONDS: f64 = 0.15;
 /// is above this and the text is also unlikely (average log-probability below the next).
 const NO_SPEECH_PROBABILITY: f32 = 0.6;
 const NO_SPEECH_LOGPROB: f32 = -1.0;
+/// A prompted pass that leaves a stretch with this much speech (seconds) between its words
+/// unheard skipped it: the decoder took the audio for text the prompt already holds (a
+/// phrase said again, the re-heard end of the committed text). It is decoded once more
+/// without the prompt, and the decode that leaves less speech unheard is kept.
+const SKIPPED_SPEECH_SECONDS: f64 = 0.75;
 
 /// What Whisper heard in one window.
 #[derive(Debug, Clone)]
@@ -70,8 +75,24 @@ pub fn transcribe_window(
             listener.tell(&heard_speech(pass.to_vec()));
         }));
     }
-    let transcript = engine.transcribe(heard, &options)?;
-    let segments = heard_speech(transcript.segments);
+    let mut transcript = engine.transcribe(heard, &options)?;
+    let mut segments = heard_speech(transcript.segments.clone());
+    if options.prompt.is_some() {
+        let skipped = skipped_speech(&segments, speech);
+        if skipped >= SKIPPED_SPEECH_SECONDS {
+            let unprompted = DecodeOptions {
+                prompt: None,
+                ..options.clone()
+            };
+            let again = engine.transcribe(heard, &unprompted)?;
+            let again_segments = heard_speech(again.segments.clone());
+            let again_skipped = skipped_speech(&again_segments, speech);
+            tracing::debug!(event = "skipped_speech", skipped, again_skipped);
+            if again_skipped + 0.3 <= skipped {
+                (transcript, segments) = (again, again_segments);
+            }
+        }
+    }
     Ok(WindowTranscript {
         segments,
         language: transcript.language,
@@ -92,6 +113,29 @@ pub fn transcribe_speech(
         language: window.language,
         unreliable_from: window.unreliable_from,
     })
+}
+
+/// The most speech (seconds, by the VAD) in one stretch a pass left without words: before
+/// its first word or between two words (speech after the last word may be a word still
+/// being said). A pass with no words leaves all the speech unheard.
+fn skipped_speech(segments: &[Segment], speech: &SpeechMap) -> f64 {
+    let ms = |seconds: f64| (seconds.max(0.0) * 1000.0) as u64;
+    let mut heard_until = 0;
+    let mut most: f64 = 0.0;
+    let mut any = false;
+    for word in segments.iter().flat_map(|s| s.words.iter()) {
+        any = true;
+        let start = ms(word.start);
+        if start > heard_until {
+            most = most.max(speech.speech_seconds_between(heard_until, start));
+        }
+        heard_until = heard_until.max(ms(word.end));
+    }
+    if any {
+        most
+    } else {
+        speech.speech_seconds()
+    }
 }
 
 fn is_speech(segment: &Segment) -> bool {
@@ -175,6 +219,77 @@ mod tests {
         let out = transcribe_window(&engine, &silence, &speech, &DecodeOptions::default()).unwrap();
         assert!(out.segments.is_empty());
         assert_eq!(engine.calls.load(Ordering::SeqCst), 0);
+    }
+
+    /// Hears the whole window without a prompt, and with one only its last second.
+    struct SkipsWhenPrompted {
+        calls: AtomicUsize,
+        info: ModelInfo,
+    }
+
+    impl Transcriber for SkipsWhenPrompted {
+        fn transcribe(
+            &self,
+            samples: &[f32],
+            options: &DecodeOptions,
+        ) -> Result<Transcript, AsrError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let end = samples.len() as f64 / 16_000.0;
+            let from = if options.prompt.is_some() {
+                end - 1.0
+            } else {
+                0.0
+            };
+            let words: Vec<Word> = (0..((end - from) / 0.4) as usize)
+                .map(|i| Word {
+                    word: format!("w{i}"),
+                    start: from + i as f64 * 0.4,
+                    end: from + i as f64 * 0.4 + 0.4,
+                    probability: 0.9,
+                })
+                .collect();
+            Ok(Transcript {
+                segments: vec![Segment {
+                    text: "words".into(),
+                    start: from,
+                    end,
+                    confidence: 0.9,
+                    no_speech_probability: 0.0,
+                    avg_logprob: -0.2,
+                    words,
+                }],
+                language: Some("en".into()),
+                unreliable_from: None,
+            })
+        }
+        fn info(&self) -> &ModelInfo {
+            &self.info
+        }
+    }
+
+    #[test]
+    fn a_prompted_pass_that_skips_speech_is_decoded_again_without_the_prompt() {
+        let audio = crate::stream::invariants::speech();
+        // Four seconds of continuous speech from the first utterance.
+        let onset = SpeechMap::of(&audio).speech_onset_after(0).unwrap() as usize * 16;
+        let window = &audio[onset..onset + 64_000];
+        let speech = SpeechMap::of(window);
+        assert!(speech.speech_seconds() > 3.0);
+        let engine = SkipsWhenPrompted {
+            calls: AtomicUsize::new(0),
+            info: ModelInfo::scripted(),
+        };
+        let prompted = DecodeOptions {
+            prompt: Some("the words before".into()),
+            ..DecodeOptions::default()
+        };
+        let out = transcribe_window(&engine, window, &speech, &prompted).unwrap();
+        assert_eq!(engine.calls.load(Ordering::SeqCst), 2);
+        assert!(out.segments[0].words[0].start < 0.5, "{:?}", out.segments);
+        // Without a prompt there is nothing to retry without.
+        let out = transcribe_window(&engine, window, &speech, &DecodeOptions::default()).unwrap();
+        assert_eq!(engine.calls.load(Ordering::SeqCst), 3);
+        assert!(out.segments[0].words[0].start < 0.5);
     }
 
     #[test]
