@@ -37,6 +37,10 @@ pub fn agreed_prefix(previous: &[TimedWord], current: &[TimedWord]) -> usize {
         .count()
 }
 
+/// A committed word heard again in the next window starts before its committed end, give or
+/// take DTW's error.
+const REHEARD_LATE_MS: u64 = 300;
+
 /// Drops the words of a new pass that were already committed. When committed words lie
 /// inside the window (`tail_words`), Whisper hears them again: the hypothesis is aligned on
 /// the last of them (the match nearest the committed time) and everything up to it goes.
@@ -54,6 +58,9 @@ pub fn drop_committed(
         let limit = (tail_words.len() + 3).min(words.len());
         let aligned = (0..limit)
             .filter(|&i| &normalise(&words[i].text) == last)
+            // The word heard again is the committed one, not a later word of the same text
+            // ("press one now | … please press star now").
+            .filter(|&i| words[i].start_ms < committed_until_ms + REHEARD_LATE_MS)
             .filter(|&i| match (second_last, i.checked_sub(1)) {
                 (Some(prev), Some(j)) => {
                     &normalise(&words[j].text) == prev || tail_words.len() <= 2
@@ -190,5 +197,15 @@ mod tests {
             kept.iter().map(|w| w.text.as_str()).collect::<Vec<_>>(),
             ["married", "a"]
         );
+        // A later word with the committed word's text is new speech: "…press one now |
+        // otherwise please press star now".
+        let later = words(&[
+            ("please", 600),
+            ("press", 1100),
+            ("star", 1500),
+            ("now", 2000),
+        ]);
+        let tail = vec!["now".to_string()];
+        assert_eq!(drop_committed(later, 400, &tail, &[]).len(), 4);
     }
 }
