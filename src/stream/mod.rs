@@ -322,7 +322,10 @@ pub fn process_chunk(
         if n == hypothesis.len() && (endpoint || !new_speech) {
             // Nothing pending: keep only a short lead-in in case speech starts at the chunk's end.
             cut = cut.max(window_end_ms.saturating_sub(300));
-        } else if n > 0 && dtw_lost_its_way(&hypothesis, n, cut_short) {
+        } else if n > 0
+            && (dtw_lost_its_way(&hypothesis, n, cut_short)
+                || (n < hypothesis.len() && pause_cut.is_none_or(|(k, _, _)| k < n)))
+        {
             // Where DTW lost its way after the last committed word (words crammed into an
             // instant or cut off), its times cannot place a cut: one after that word can
             // slice off the next. The word stays in the tail and is heard again whole;
