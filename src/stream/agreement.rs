@@ -41,6 +41,9 @@ pub fn agreed_prefix(previous: &[TimedWord], current: &[TimedWord]) -> usize {
 /// take DTW's error.
 const REHEARD_LATE_MS: u64 = 300;
 
+/// How far DTW stretches a committed word's end over the word after it.
+const STRETCHED_END_MS: u64 = 700;
+
 /// Drops the words of a new pass that were already committed. When committed words lie
 /// inside the window (`tail_words`), Whisper hears them again: the hypothesis is aligned on
 /// the last of them (the match nearest the committed time) and everything up to it goes.
@@ -72,9 +75,19 @@ pub fn drop_committed(
             return words.into_iter().skip(i + 1).collect();
         }
     }
+    // Words placed before the committed end are the committed words heard again, unless
+    // one starts just before that end and says something else: new speech that the pass
+    // before put late (DTW stretches a committed word's end over the next word).
+    let recent = &prompt_words[prompt_words.len().saturating_sub(5)..];
     let mut words: Vec<TimedWord> = words
         .into_iter()
-        .filter(|w| w.start_ms + 100 >= committed_until_ms)
+        .filter(|w| {
+            let text = normalise(&w.text);
+            w.start_ms + 100 >= committed_until_ms
+                || (w.start_ms + STRETCHED_END_MS >= committed_until_ms
+                    && !tail_words.contains(&text)
+                    && !recent.contains(&text))
+        })
         .collect();
     let near_cut = |w: &TimedWord| w.start_ms < committed_until_ms + 1_500;
     for skip in 0..=2usize {
@@ -207,5 +220,23 @@ mod tests {
         ]);
         let tail = vec!["now".to_string()];
         assert_eq!(drop_committed(later, 400, &tail, &[]).len(), 4);
+        // "…you are entering conference | number, you are now muted": the committed word's end
+        // was stretched over "number"; heard just before that end, it is new speech, and the
+        // committed words heard again there go.
+        let next = words(&[
+            ("conferencing", 20600),
+            ("number", 20800),
+            ("you", 21472),
+            ("are", 21652),
+        ]);
+        let tail = vec!["entering".to_string(), "conference".to_string()];
+        let prompt: Vec<String> = ["you", "are"].map(String::from).to_vec();
+        assert_eq!(
+            drop_committed(next, 21472, &tail, &prompt)
+                .iter()
+                .map(|w| w.text.as_str())
+                .collect::<Vec<_>>(),
+            ["number", "you", "are"]
+        );
     }
 }

@@ -25,6 +25,10 @@ enum Fault {
     /// DTW lost its way before a pause: the last word of a phrase is put at the start of
     /// the next phrase, and the word before it stretches over it.
     Late,
+    /// DTW puts every word's start 250 ms late (inside the word), the word before
+    /// stretched to it, and every word ends a sentence (a cut point): a cut just before a
+    /// start lands inside the word.
+    LateStarts,
 }
 
 /// An engine that "hears" the script's words lying inside the window it is given.
@@ -89,6 +93,15 @@ impl Transcriber for ScriptedEngine {
                     let at = words[m + 1].start;
                     words[m - 1].end = at;
                     words[m].start = at;
+                }
+            }
+            Some(Fault::LateStarts) => {
+                for m in 0..words.len() {
+                    words[m].word.push('.');
+                    if m > 0 {
+                        words[m].start = (words[m].start + 0.25).min(words[m].end);
+                        words[m - 1].end = words[m].start;
+                    }
                 }
             }
             None => {}
@@ -246,7 +259,7 @@ fn assert_every_heard_word_once(engine: &ScriptedEngine, finals: &[String], pend
         );
         assert!(seen.insert(w.clone()), "{w} final twice: {finals:?}");
     }
-    let index = |w: &str| w[1..].parse::<usize>().unwrap();
+    let index = |w: &str| w[1..].trim_end_matches('.').parse::<usize>().unwrap();
     assert!(
         finals.windows(2).all(|p| index(&p[0]) < index(&p[1])),
         "final words out of order: {finals:?}"
@@ -291,6 +304,10 @@ fn bad_passes_lose_no_word() {
         (
             "passes that put a phrase's last word after the pause",
             (1..12).map(|call| (call, Fault::Late)).collect(),
+        ),
+        (
+            "passes that put every word's start late",
+            (0..200).map(|call| (call, Fault::LateStarts)).collect(),
         ),
     ];
     for (what, faults) in cases {
