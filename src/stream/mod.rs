@@ -324,10 +324,11 @@ pub fn process_chunk(
             cut = cut.max(window_end_ms.saturating_sub(300));
         } else if n > 0
             && (dtw_lost_its_way(&hypothesis, n, cut_short)
-                || (n < hypothesis.len() && pause_cut.is_none_or(|(k, _, _)| k < n)))
+                || no_pause_before(&hypothesis, n, pause_cut))
         {
             // Where DTW lost its way after the last committed word (words crammed into an
-            // instant or cut off), its times cannot place a cut: one after that word can
+            // instant or cut off), or no VAD pause separates that word from the next (DTW puts
+            // starts late there), its times cannot place a cut: one after that word can
             // slice off the next. The word stays in the tail and is heard again whole;
             // `drop_committed` aligns on its text.
             let overlap = vad_cut(&pauses, &hypothesis, n - 1, window_end_ms).map_or_else(
@@ -442,6 +443,16 @@ pub fn process_chunk(
             scores,
         },
     ))
+}
+
+/// Whether a word is pending after committed word `n - 1` with no VAD pause between them
+/// (`pause_cut`, from [`vad_cut`], found none after word `n - 1`).
+fn no_pause_before(
+    hypothesis: &[TimedWord],
+    n: usize,
+    pause_cut: Option<(usize, u64, u64)>,
+) -> bool {
+    n < hypothesis.len() && pause_cut.is_none_or(|(k, _, _)| k < n)
 }
 
 /// Words with their stream times, `text@start-end` (for the debug log).

@@ -20,6 +20,8 @@ const NO_SPEECH_LOGPROB: f32 = -1.0;
 /// phrase said again, the re-heard end of the committed text). It is decoded once more
 /// without the prompt, and the decode that leaves less speech unheard is kept.
 const SKIPPED_SPEECH_SECONDS: f64 = 0.75;
+/// The unprompted decode is kept when it leaves at least this much less speech unheard.
+const SKIPPED_SPEECH_GAIN_SECONDS: f64 = 0.3;
 
 /// What Whisper heard in one window.
 #[derive(Debug, Clone)]
@@ -76,25 +78,23 @@ pub fn transcribe_window(
         }));
     }
     let mut transcript = engine.transcribe(heard, &options)?;
-    let mut segments = heard_speech(transcript.segments.clone());
-    if options.prompt.is_some() {
-        let skipped = skipped_speech(&segments, speech);
-        if skipped >= SKIPPED_SPEECH_SECONDS {
-            let unprompted = DecodeOptions {
-                prompt: None,
-                ..options.clone()
-            };
-            let again = engine.transcribe(heard, &unprompted)?;
-            let again_segments = heard_speech(again.segments.clone());
-            let again_skipped = skipped_speech(&again_segments, speech);
-            tracing::debug!(event = "skipped_speech", skipped, again_skipped);
-            if again_skipped + 0.3 <= skipped {
-                (transcript, segments) = (again, again_segments);
-            }
+    transcript.segments = heard_speech(transcript.segments);
+    let skipped = skipped_speech(&transcript.segments, speech);
+    if options.prompt.is_some() && skipped >= SKIPPED_SPEECH_SECONDS {
+        let unprompted = DecodeOptions {
+            prompt: None,
+            ..options.clone()
+        };
+        let mut again = engine.transcribe(heard, &unprompted)?;
+        again.segments = heard_speech(again.segments);
+        let again_skipped = skipped_speech(&again.segments, speech);
+        tracing::debug!(event = "skipped_speech", skipped, again_skipped);
+        if again_skipped + SKIPPED_SPEECH_GAIN_SECONDS <= skipped {
+            transcript = again;
         }
     }
     Ok(WindowTranscript {
-        segments,
+        segments: transcript.segments,
         language: transcript.language,
         unreliable_from: transcript.unreliable_from,
     })
