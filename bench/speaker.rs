@@ -21,7 +21,11 @@ fn main() {
         .expect("speaker model");
     if let Some(i) = args.iter().position(|a| a == "--study") {
         let split = args.get(i + 1).map_or("tune", String::as_str);
-        study(&encoder, &format!("{cache}/speaker-streams-v2/{split}"), split);
+        study(
+            &encoder,
+            &format!("{cache}/speaker-streams-v2/{split}"),
+            split,
+        );
         return;
     }
     let speech = speech();
@@ -108,10 +112,14 @@ fn study(encoder: &Ge2eEncoder, streams: &str, split: &str) {
             .filter_map(|l| {
                 let f: Vec<&str> = l.split_whitespace().collect();
                 let start: f64 = f.get(3)?.parse().ok()?;
-                Some((start, start + f.get(4)?.parse::<f64>().ok()?, f.get(7)?.to_string()))
+                Some((
+                    start,
+                    start + f.get(4)?.parse::<f64>().ok()?,
+                    f.get(7)?.to_string(),
+                ))
             })
             .collect();
-        for piece_s in [1.0, 2.0, 3.0, 5.0] {
+        for piece_s in [0.5, 0.75, 1.0, 2.0, 3.0, 5.0] {
             let mut pieces: Vec<(String, Vec<f32>)> = Vec::new();
             for (start, end, who) in &turns {
                 let mut t = start + 0.1;
@@ -127,7 +135,11 @@ fn study(encoder: &Ge2eEncoder, streams: &str, split: &str) {
             for i in 0..pieces.len() {
                 for j in i + 1..pieces.len() {
                     let c = cos(&pieces[i].1, &pieces[j].1);
-                    if pieces[i].0 == pieces[j].0 { same.push(c) } else { other.push(c) }
+                    if pieces[i].0 == pieces[j].0 {
+                        same.push(c)
+                    } else {
+                        other.push(c)
+                    }
                 }
             }
             let voices: std::collections::BTreeSet<&String> = pieces.iter().map(|p| &p.0).collect();
@@ -146,7 +158,11 @@ fn study(encoder: &Ge2eEncoder, streams: &str, split: &str) {
             for v in [&mut same, &mut other, &mut own, &mut rival] {
                 v.sort_by(f32::total_cmp);
             }
-            let q = |v: &[f32], p: f64| v.get(((v.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(f32::NAN);
+            let q = |v: &[f32], p: f64| {
+                v.get(((v.len() as f64 - 1.0) * p) as usize)
+                    .copied()
+                    .unwrap_or(f32::NAN)
+            };
             let (threshold, rate) = equal_error(&same, &other);
             println!(
                 "| {name} | {piece_s} | {} | {:.2} / {:.2} | {:.2} / {:.2} | {threshold:.2} / {:.1} % | {:.2} / {:.2} | {:.2} / {:.2} | {:.1} % |",

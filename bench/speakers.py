@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Speaker-label benchmark on voices split into a tune and a test half: labelled multi-speaker
-streams of real voices, streamed at 2 s chunks through the real handler (Redis session mode, so
-that the end-of-session relabel can be scored too).
+streams of real voices, streamed at 2 s chunks through the real handler in token mode, with the
+relabel at the end (`handler stream --relabel`) scored too. `BENCH_SAVE=DIR` keeps every stream's
+live and final segments as JSON.
 
     bench/run.sh speakers                  (the test half; or: python bench/speakers.py run test)
     python bench/speakers.py run tune      (where thresholds are chosen; never tune on test)
@@ -26,13 +27,10 @@ import itertools
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tarfile
 import tempfile
-import time
-import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -271,29 +269,14 @@ def flips(ref_turns, hyp_turns):
     return spurious
 
 
-def stream(handler, wav_path, session, language):
+def stream(handler, wav_path, language):
+    """Streams a file in token mode with `--relabel`: every chunk's reply, and the final
+    labels (the last line)."""
     out = subprocess.run([HANDLER, "stream", str(wav_path), "--url", handler.url(""), "--chunk", "2",
-                          "--language", language, "--format", "json", "--session", session],
+                          "--language", language, "--format", "json", "--relabel"],
                          check=True, capture_output=True, text=True)
-    return [json.loads(line) for line in out.stdout.splitlines()]
-
-
-class Redis:
-    """A throw-away redis-server on a free port."""
-
-    def __init__(self):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--save", "",
-                                      "--appendonly", "no"], stdout=subprocess.DEVNULL)
-        while subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True,
-                             text=True).stdout.strip() != "PONG":
-            time.sleep(0.05)
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait()
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    return lines[:-1], lines[-1]
 
 
 def scores(ref, hyp, seconds, words):
@@ -323,13 +306,12 @@ def run(split):
         build(split)
     settings = {k: v for k, v in os.environ.items() if k.startswith("PREPIS_") and
                 ("SPEAKER" in k or "RELABEL" in k)}
-    redis = Redis()
-    handler = Handler({"PREPIS_THREADS": "2", "PREPIS_WORKERS": "1",
-                       "REDIS_URL": f"redis://127.0.0.1:{redis.port}"})
+    handler = Handler({"PREPIS_THREADS": "2", "PREPIS_WORKERS": "1"})
     lines = [f"## {split} half", "",
              f"Voices: {', '.join(SPLITS[split])}" + (" and the pyannote phone call" if split == "test" else "")
              + f". Settings: {settings or 'defaults'}. Whisper base, language auto, 2 s chunks, "
-             "Redis session mode; *final* = `relabel=true` at the end.", "",
+             "token mode (`handler stream --relabel`); *final* = the relabel at the end "
+             "(`POST ?relabel=true` with the replies' segments and the last token).", "",
              "| stream | length | labels | speakers ref / found | confusion (labelled speech) | missed | "
              "WDER | flips /10 min | speaker ms p50 / request ms p50 |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -339,10 +321,13 @@ def run(split):
         rate, pcm = read_wav(wav)
         seconds = len(pcm) / 2 / rate
         ref = read_rttm(HERE / f"{name}.rttm")
-        session = f"bench-{name.replace('/', '-')}-{os.getpid()}"
-        replies = stream(handler, wav, session, "auto")
-        final = json.load(urllib.request.urlopen(
-            handler.url(f"/api/transcribe?session_id={session}&relabel=true")))
+        replies, final = stream(handler, wav, "auto")
+        assert final["labels"] == "final", final
+        if os.environ.get("BENCH_SAVE"):
+            save = Path(os.environ["BENCH_SAVE"]) / f"{name.replace('/', '-')}.json"
+            save.parent.mkdir(parents=True, exist_ok=True)
+            save.write_text(json.dumps({"live": [s for r in replies for s in r["results"]],
+                                        "final": final["results"]}))
         speaker_ms = [r.get("speaker_ms", 0) for r in replies if r["results"]]
         proc = [r["processing_ms"] for r in replies]
         timing = f"{pct(speaker_ms, .5) if speaker_ms else 0:.0f} / {pct(proc, .5):.0f}"
@@ -366,7 +351,6 @@ def run(split):
                      f"{worst * 100:.1f} %), exact speaker count on {exact} of {len(rows)} streams, "
                      f"{flipped:.1f} flips /10 min")
     handler.stop()
-    redis.stop()
     out = Path(__file__).resolve().parent / "results" / "speakers.md"
     sections = {}
     if out.exists():

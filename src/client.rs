@@ -91,9 +91,19 @@ pub struct ChunkReply {
 pub fn stream_samples(
     samples: &[f32],
     options: &StreamOptions,
-    mut on_reply: impl FnMut(&ChunkReply),
+    on_reply: impl FnMut(&ChunkReply),
 ) -> Result<Vec<ChunkReply>, ClientError> {
     let mut stream = Stream::new(options.clone())?;
+    stream_with(&mut stream, samples, options, on_reply)
+}
+
+/// [`stream_samples`] on a stream the caller keeps (to ask for its final labels after).
+pub fn stream_with(
+    stream: &mut Stream,
+    samples: &[f32],
+    options: &StreamOptions,
+    mut on_reply: impl FnMut(&ChunkReply),
+) -> Result<Vec<ChunkReply>, ClientError> {
     let chunk_len = ((options.chunk_seconds * 16_000.0) as usize).max(160);
     let chunks: Vec<&[f32]> = samples.chunks(chunk_len).collect();
     let started = Instant::now();
@@ -238,6 +248,50 @@ impl Stream {
         });
         self.next += 1;
         Ok(reply)
+    }
+
+    /// The final speaker labels of the whole stream: the segments of `replies` labelled
+    /// again at once (a Redis session's from the session, a token-mode stream's from the
+    /// voiceprints its replies carried and its last token). The answer is
+    /// `{"labels": "final", "results", "text"}`.
+    pub fn relabel(&self, replies: &[ChunkReply]) -> Result<Value, ClientError> {
+        let url = &self.options.urls[0];
+        let request = match &self.options.session_id {
+            Some(session) => self
+                .client
+                .get(url)
+                .query(&[("session_id", session.as_str()), ("relabel", "true")]),
+            None => {
+                let results: Vec<&Value> = replies
+                    .iter()
+                    .flat_map(|r| r.body["results"].as_array().into_iter().flatten())
+                    .collect();
+                // The last token brings the stream's own speakers.
+                self.client
+                    .post(url)
+                    .query(&[("relabel", "true")])
+                    .json(&serde_json::json!({ "results": results, "context": self.context }))
+            }
+        };
+        let request = match &self.options.key {
+            Some(key) => request
+                .header("x-functions-key", key)
+                .header("X-Api-Key", key),
+            None => request,
+        };
+        let response = request
+            .send()
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let status = response.status().as_u16();
+        let text = response.text().unwrap_or_default();
+        if status != 200 {
+            return Err(ClientError::Rejected {
+                chunk: self.next,
+                status,
+                body: text,
+            });
+        }
+        serde_json::from_str(&text).map_err(|e| ClientError::Http(e.to_string()))
     }
 
     /// Chunks sent so far.

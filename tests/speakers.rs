@@ -288,6 +288,46 @@ fn labels_follow_the_voices_and_agree_across_instances() {
     let wrong = mislabelled(&segments, &turns);
     assert!(wrong < 0.15, "{:.0} % of speech mislabelled", 100.0 * wrong);
 
+    // Token mode: the replies' voiceprints, sent back at the end, give the final labels.
+    assert!(segments.iter().any(|s| s["voiceprint"].is_string()));
+    let relabel = |content_type: &str, body: String| {
+        util::client()
+            .post(one.url("/api/transcribe?relabel=true"))
+            .header("Content-Type", content_type)
+            .body(body)
+            .send()
+            .unwrap()
+    };
+    let body = serde_json::json!({ "results": segments }).to_string();
+    let r = relabel("application/json", body.clone());
+    assert_eq!(r.status(), 200);
+    let relabelled: Value = r.json().unwrap();
+    assert_eq!(relabelled["labels"], "final");
+    let finals = relabelled["results"].as_array().unwrap();
+    assert_eq!(finals.len(), segments.len());
+    assert!(finals
+        .iter()
+        .zip(&segments)
+        .all(|(f, s)| f["text"] == s["text"]));
+    assert!(!relabelled.to_string().contains("voiceprint"));
+    let found: std::collections::HashSet<_> = labels(finals).into_iter().collect();
+    assert_eq!(found, [Some(1), Some(2)].into(), "{relabelled}");
+    let wrong = mislabelled(finals, &turns);
+    assert!(
+        wrong < 0.15,
+        "final: {:.0} % of speech mislabelled",
+        100.0 * wrong
+    );
+    // What is not a transcript with voiceprints is refused, clearly.
+    assert_eq!(relabel("text/plain", body).status(), 415);
+    assert_eq!(relabel("application/json", "{".into()).status(), 400);
+    assert_eq!(
+        relabel("application/json", "{\"segments\": []}".into()).status(),
+        400
+    );
+    let bare = serde_json::json!({ "results": [{ "text": "hi", "start": 0.0, "end": 1.0 }] });
+    assert_eq!(relabel("application/json", bare.to_string()).status(), 422);
+
     // Three instances, round-robin: the same labels.
     let (a, b, c) = (
         util::Server::start(&env),

@@ -129,6 +129,10 @@ pub struct StreamArgs {
     /// context token; the transcript can then be read with GET ?session_id=.
     #[arg(long)]
     pub session: Option<String>,
+    /// At the end, label the speakers again over the whole stream (final labels) and
+    /// print the transcript with them (JSON: one more line, `"labels": "final"`).
+    #[arg(long)]
+    pub relabel: bool,
 }
 
 #[derive(Args)]

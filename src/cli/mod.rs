@@ -7,7 +7,9 @@ use std::sync::mpsc;
 
 use serde_json::Value;
 
-use prepis::client::{stream_samples, ClientError, Stream, StreamOptions, PCM_16K};
+use prepis::client::{
+    stream_samples, stream_with, ChunkReply, ClientError, Stream, StreamOptions, PCM_16K,
+};
 
 mod args;
 mod output;
@@ -35,12 +37,15 @@ pub fn stream(args: StreamArgs) -> Result<(), String> {
     out.live = false;
     let chunk_len = ((args.chunk * 16_000.0) as usize).max(160);
     let chunks = audio.len().div_ceil(chunk_len);
+    let mut stream = Stream::new(options.clone()).map_err(|e| e.to_string())?;
     out.begin();
-    stream_samples(&audio, &options, |reply| {
+    let replies = stream_with(&mut stream, &audio, &options, |reply| {
         if progress {
             clear_progress();
         }
-        out.reply(reply);
+        if live_output(&args, &out) {
+            out.reply(reply);
+        }
         if progress && reply.chunk + 1 < chunks {
             let done = ((reply.chunk + 1) * chunk_len) as f64 / 16_000.0;
             draw_progress(done.min(total), total);
@@ -50,7 +55,34 @@ pub fn stream(args: StreamArgs) -> Result<(), String> {
     if progress {
         clear_progress();
     }
+    final_labels(&args, &stream, &replies, &mut out)?;
     out.finish();
+    Ok(())
+}
+
+/// Whether each reply is printed as it comes: not when `--relabel` prints the transcript
+/// at the end instead (JSON lines print both).
+fn live_output(args: &StreamArgs, out: &Output) -> bool {
+    !args.relabel || out.is_json()
+}
+
+/// `--relabel`: the whole transcript with its final speaker labels.
+fn final_labels(
+    args: &StreamArgs,
+    stream: &Stream,
+    replies: &[ChunkReply],
+    out: &mut Output,
+) -> Result<(), String> {
+    if !args.relabel {
+        return Ok(());
+    }
+    let body = stream.relabel(replies).map_err(describe)?;
+    out.reply(&ChunkReply {
+        chunk: replies.len(),
+        body,
+        latency: std::time::Duration::ZERO,
+        attempts: 1,
+    });
     Ok(())
 }
 
@@ -103,6 +135,7 @@ fn stream_stdin(args: &StreamArgs, options: StreamOptions, out: &mut Output) -> 
     let frame = format.frame_bytes();
     let chunk_bytes = ((args.chunk * format.rate as f64) as usize).max(1) * frame;
     let mut stream = Stream::new(options).map_err(|e| e.to_string())?;
+    let mut replies = Vec::new();
     out.begin();
     loop {
         while !ended && pending.len() < chunk_bytes {
@@ -128,7 +161,10 @@ fn stream_stdin(args: &StreamArgs, options: StreamOptions, out: &mut Output) -> 
         if ended && body.is_empty() && stream.chunks_sent() > 0 {
             // Nothing more: an empty final chunk commits the words still pending.
             let reply = stream.send(&[], PCM_16K, true).map_err(describe)?;
-            out.reply(&reply);
+            if live_output(args, out) {
+                out.reply(&reply);
+            }
+            replies.push(reply);
             break;
         }
         if body.is_empty() {
@@ -145,12 +181,16 @@ fn stream_stdin(args: &StreamArgs, options: StreamOptions, out: &mut Output) -> 
             .send_samples(&audio.samples, ended)
             .map_err(describe)?
         {
-            out.reply(&reply);
+            if live_output(args, out) {
+                out.reply(&reply);
+            }
+            replies.push(reply);
         }
         if ended {
             break;
         }
     }
+    final_labels(args, &stream, &replies, out)?;
     out.finish();
     Ok(())
 }

@@ -52,6 +52,10 @@ impl Output {
         }
     }
 
+    pub(super) fn is_json(&self) -> bool {
+        self.format == Format::Json
+    }
+
     pub(super) fn begin(&mut self) {
         if self.format == Format::Vtt {
             let _ = writeln!(self.out, "WEBVTT\n");

@@ -14,6 +14,7 @@ use super::request::{parse_transcribe, QueryOptions};
 use super::{envelope_response, error_response, json_response, payload, round3, App, Incoming};
 use crate::context::Saved;
 use crate::service::{transcribe_chunk, Decoding, Done, Ran};
+use crate::speaker::Voiceprint;
 use crate::stream::join_words;
 
 /// One final segment of the response (stream time, seconds).
@@ -32,14 +33,9 @@ pub(super) struct SegmentOut {
     /// Always true: segments in `results` are committed and never revised.
     #[serde(rename = "final")]
     is_final: bool,
-}
-
-/// A segment as a Redis session keeps it: the response's segment and its voiceprint (i8,
-/// base64) for the end-of-session relabel. Reading the session strips the voiceprint.
-#[derive(Serialize)]
-struct StoredSegment<'a> {
-    #[serde(flatten)]
-    segment: &'a SegmentOut,
+    /// The segment's voiceprint (256 values, i8, base64) and the speech it was computed
+    /// from: what a relabel (`relabel=true`) needs. A Redis session keeps them with the
+    /// segment; a token-mode client keeps them and sends them back at the end.
     #[serde(skip_serializing_if = "Option::is_none")]
     voiceprint: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -168,6 +164,24 @@ async fn handle(
     if body.len() > app.config.max_body_bytes {
         return Err(ApiError::body_too_large(app.config.max_body_bytes));
     }
+    if super::sessions::relabel_asked(query)? {
+        return super::sessions::relabel_transcript(app, content_type, query, &body).map(|body| {
+            Reply {
+                outcome: Outcome {
+                    bytes: body.len(),
+                    format: "relabel",
+                    duration: 0.0,
+                    segments: 0,
+                    context_bytes: 0,
+                    whisper_ran: false,
+                    seq: 0,
+                    processing_ms: 0,
+                    replayed: false,
+                },
+                body,
+            }
+        });
+    }
     let request = parse_transcribe(content_type, query, body).await?;
     match transcribe_chunk(app, request, context_header, Decoding::default()).await? {
         Ran::Replayed { seq, reply } => Ok(replayed(reply, seq)),
@@ -209,16 +223,7 @@ async fn render(done: &Done<'_>) -> Result<Reply, ApiError> {
     let stored_segments = || {
         results
             .iter()
-            .zip(&outcome.segments)
-            .filter_map(|(segment, finals)| {
-                let print = finals.voiceprint.as_ref();
-                serde_json::to_string(&StoredSegment {
-                    segment,
-                    voiceprint: print.map(crate::speaker::Voiceprint::encode),
-                    voice_ms: print.map(|p| p.speech_ms),
-                })
-                .ok()
-            })
+            .filter_map(|segment| serde_json::to_string(segment).ok())
             .collect::<Vec<String>>()
     };
     let mut context_bytes = 0;
@@ -396,5 +401,7 @@ fn segment_out(segment: &crate::stream::FinalSegment) -> SegmentOut {
             })
             .collect(),
         is_final: true,
+        voiceprint: segment.voiceprint.as_ref().map(Voiceprint::encode),
+        voice_ms: segment.voiceprint.as_ref().map(|p| p.speech_ms),
     }
 }

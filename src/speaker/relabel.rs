@@ -2,10 +2,13 @@
 //! speakers are found again by clustering them all at once (the live tracker had to decide
 //! each stretch as it arrived, knowing only the past).
 //!
-//! Long segments are clustered agglomeratively (average linkage on cosine similarity,
-//! weighted by speech length) until no two clusters are closer than the threshold, within
-//! the stream's speaker bounds; shorter voiceprints then join their closest cluster, and
-//! segments without one take the speaker of their neighbour with low confidence.
+//! When the stream's own speakers are at hand (the voiceprints its tracker ended with, learnt
+//! from the whole stream), each segment goes to the closest of them: the live labels' count,
+//! without their early guesses. Otherwise long segments are clustered agglomeratively
+//! (average linkage on cosine similarity, weighted by speech length) until no two clusters are
+//! closer than the threshold, within the stream's speaker bounds. Either way a speaker left
+//! with too little speech is dissolved into the others, and segments without a voiceprint
+//! take the speaker of their neighbour with low confidence.
 
 use super::tracker::Label;
 use super::Voiceprint;
@@ -29,54 +32,71 @@ pub struct RelabelPolicy {
 }
 
 /// Labels, one per voiceprint slot (`None` slots are segments too short to embed), numbered
-/// from 1 in order of first appearance. All `None` only when no slot has a voiceprint.
-pub fn relabel(prints: &[Option<Voiceprint>], policy: &RelabelPolicy) -> Vec<Option<Label>> {
+/// from 1 in order of first appearance. `known`: the stream's speakers (unit voiceprints), if
+/// any. `spans`: each slot's start and end (ms), when known: a slot without a voiceprint then
+/// takes the label of the nearer labelled neighbour in time (a word at the start of a turn
+/// belongs with what follows it), else of the previous one. All `None` only when no slot has
+/// a voiceprint.
+pub fn relabel(
+    prints: &[Option<Voiceprint>],
+    spans: &[(u64, u64)],
+    known: &[Vec<f32>],
+    policy: &RelabelPolicy,
+) -> Vec<Option<Label>> {
     let with_print: Vec<usize> = (0..prints.len()).filter(|&i| prints[i].is_some()).collect();
     if with_print.is_empty() {
         return vec![None; prints.len()];
     }
     let speech = |i: usize| prints[i].as_ref().map_or(0, |p| p.speech_ms);
-    let mut anchors: Vec<usize> = with_print
-        .iter()
-        .copied()
-        .filter(|&i| speech(i) >= ANCHOR_MS)
-        .collect();
-    if anchors.is_empty() {
-        anchors = with_print.clone();
-    }
-    if anchors.len() > MAX_ANCHORS {
-        anchors.sort_by_key(|&i| std::cmp::Reverse(speech(i)));
-        anchors.truncate(MAX_ANCHORS);
-        anchors.sort_unstable();
-    }
-    let vector = |i: usize| &prints[i].as_ref().expect("anchors have voiceprints").vector;
-    let clusters = cluster(
-        &anchors
+    let vector = |i: usize| {
+        &prints[i]
+            .as_ref()
+            .expect("only slots with voiceprints")
+            .vector
+    };
+    let mut centroids: Vec<Vec<f32>> = if known.is_empty() {
+        let mut anchors: Vec<usize> = with_print
             .iter()
-            .map(|&i| vector(i).as_slice())
-            .collect::<Vec<_>>(),
-        &anchors
-            .iter()
-            .map(|&i| speech(i) as f32)
-            .collect::<Vec<_>>(),
-        policy,
-    );
-    // Every voiceprint joins its closest cluster; a cluster with too little speech in all is
-    // dissolved (smallest first, while more than `min_speakers` remain) and its voiceprints
-    // join the others.
-    let mut clusters = clusters;
-    let mut labels: Vec<Option<Label>>;
-    loop {
-        let centroids: Vec<Vec<f32>> = clusters
+            .copied()
+            .filter(|&i| speech(i) >= ANCHOR_MS)
+            .collect();
+        if anchors.is_empty() {
+            anchors = with_print.clone();
+        }
+        if anchors.len() > MAX_ANCHORS {
+            anchors.sort_by_key(|&i| std::cmp::Reverse(speech(i)));
+            anchors.truncate(MAX_ANCHORS);
+            anchors.sort_unstable();
+        }
+        let clusters = cluster(
+            &anchors
+                .iter()
+                .map(|&i| vector(i).as_slice())
+                .collect::<Vec<_>>(),
+            &anchors
+                .iter()
+                .map(|&i| speech(i) as f32)
+                .collect::<Vec<_>>(),
+            policy,
+        );
+        clusters
             .iter()
             .map(|members| {
                 Voiceprint::mean(members.iter().filter_map(|&m| prints[anchors[m]].as_ref()))
                     .map(|p| p.vector)
                     .unwrap_or_default()
             })
-            .collect();
+            .collect()
+    } else {
+        known.to_vec()
+    };
+    // Every voiceprint joins its closest speaker; a speaker with too little speech in all is
+    // dissolved (smallest first, while more than `min_speakers` remain) and its voiceprints
+    // join the others.
+    let mut labels: Vec<Option<Label>>;
+    loop {
         labels = vec![None; prints.len()];
-        let mut mass = vec![0u64; clusters.len()];
+        let mut mass = vec![0u64; centroids.len()];
         for &i in &with_print {
             let v = vector(i);
             let sims: Vec<f32> = centroids.iter().map(|c| dot(c, v)).collect();
@@ -93,18 +113,20 @@ pub fn relabel(prints: &[Option<Voiceprint>], policy: &RelabelPolicy) -> Vec<Opt
                 confidence: (0.5 + (sims[best] - rival) / 0.4).clamp(0.0, 1.0),
             });
         }
-        let smallest = (0..clusters.len()).min_by_key(|&c| mass[c]);
+        let smallest = (0..centroids.len()).min_by_key(|&c| mass[c]);
         match smallest {
-            Some(c) if clusters.len() > policy.min_speakers.max(1) && mass[c] < MIN_CLUSTER_MS => {
-                clusters.remove(c);
+            Some(c) if centroids.len() > policy.min_speakers.max(1) && mass[c] < MIN_CLUSTER_MS => {
+                centroids.remove(c);
             }
             _ => break,
         }
     }
-    // Segments too short to embed: the previous labelled segment's speaker, else the next's.
-    for i in 0..labels.len() {
-        if labels[i].is_none() {
-            labels[i] = super::neighbour_label(&labels, i, 0.3);
+    // Segments too short to embed: the nearer labelled neighbour's speaker (the previous
+    // one's when times are unknown).
+    let embedded = labels.clone();
+    for (i, label) in labels.iter_mut().enumerate() {
+        if label.is_none() {
+            *label = nearer_label(&embedded, spans, i, 0.3);
         }
     }
     // Number the speakers from 1 in order of first appearance.
@@ -120,6 +142,30 @@ pub fn relabel(prints: &[Option<Voiceprint>], policy: &RelabelPolicy) -> Vec<Opt
         label.speaker = n as u32 + 1;
     }
     labels
+}
+
+/// The label of the labelled slot nearest to slot `i` in time (before it on a tie, or when
+/// `spans` does not give the times), its confidence capped at `cap`.
+fn nearer_label(
+    labels: &[Option<Label>],
+    spans: &[(u64, u64)],
+    i: usize,
+    cap: f32,
+) -> Option<Label> {
+    let before = (0..i).rev().find(|&j| labels[j].is_some());
+    let after = (i + 1..labels.len()).find(|&j| labels[j].is_some());
+    let pick = match (before, after) {
+        (Some(b), Some(a)) if spans.len() == labels.len() => {
+            let gap_before = spans[i].0.saturating_sub(spans[b].1);
+            let gap_after = spans[a].0.saturating_sub(spans[i].1);
+            Some(if gap_after < gap_before { a } else { b })
+        }
+        (b, a) => b.or(a),
+    };
+    pick.and_then(|j| labels[j]).map(|l| Label {
+        confidence: l.confidence.min(cap),
+        ..l
+    })
 }
 
 /// Average-linkage agglomerative clustering of unit vectors with weights; returns the
@@ -214,13 +260,13 @@ mod tests {
             print(9, 5, 4_000),
             print(7, 6, 3_000),
         ];
-        let labels: Vec<u32> = relabel(&prints, &POLICY)
+        let labels: Vec<u32> = relabel(&prints, &[], &[], &POLICY)
             .iter()
             .map(|l| l.unwrap().speaker)
             .collect();
         assert_eq!(labels, vec![1, 2, 2, 1, 2, 3, 1]);
         // The short, unembedded segment has low confidence.
-        assert!(relabel(&prints, &POLICY)[2].unwrap().confidence <= 0.3);
+        assert!(relabel(&prints, &[], &[], &POLICY)[2].unwrap().confidence <= 0.3);
     }
 
     #[test]
@@ -229,6 +275,8 @@ mod tests {
         let most = |max| {
             relabel(
                 &prints,
+                &[],
+                &[],
                 &RelabelPolicy {
                     max_speakers: max,
                     ..POLICY
@@ -243,6 +291,8 @@ mod tests {
         assert_eq!(most(2), 2);
         let fewest = relabel(
             &[print(1, 1, 3_000), print(1, 2, 3_000)],
+            &[],
+            &[],
             &RelabelPolicy {
                 min_speakers: 2,
                 ..POLICY
@@ -254,7 +304,7 @@ mod tests {
     #[test]
     fn a_voice_with_little_speech_in_all_joins_the_others() {
         let prints = vec![print(7, 1, 5_000), print(3, 2, 2_500), print(7, 3, 5_000)];
-        let labels: Vec<u32> = relabel(&prints, &POLICY)
+        let labels: Vec<u32> = relabel(&prints, &[], &[], &POLICY)
             .iter()
             .map(|l| l.unwrap().speaker)
             .collect();
@@ -263,8 +313,44 @@ mod tests {
 
     #[test]
     fn nothing_to_cluster_gives_no_labels() {
-        assert_eq!(relabel(&[None, None], &POLICY), vec![None, None]);
-        assert!(relabel(&[], &POLICY).is_empty());
+        assert_eq!(relabel(&[None, None], &[], &[], &POLICY), vec![None, None]);
+        assert!(relabel(&[], &[], &[], &POLICY).is_empty());
+    }
+
+    #[test]
+    fn the_streams_own_speakers_label_every_segment() {
+        // Voices 3 and 7 are the stream's speakers (known in that order); a short segment
+        // of voice 7 first, which clustering alone would leave out of the anchors.
+        let prints = vec![
+            print(7, 1, 1_200),
+            print(3, 2, 3_000),
+            print(7, 3, 3_000),
+            None,
+            print(3, 4, 3_000),
+        ];
+        let known = vec![voice(3, 0), voice(7, 0)];
+        let labels: Vec<u32> = relabel(&prints, &[], &known, &POLICY)
+            .iter()
+            .map(|l| l.unwrap().speaker)
+            .collect();
+        assert_eq!(
+            labels,
+            vec![1, 2, 1, 1, 2],
+            "renumbered by first appearance"
+        );
+        // With times: the unembedded word just before voice 3's speech is voice 3's.
+        let spans = [
+            (0, 1_200),
+            (2_000, 5_000),
+            (6_000, 9_000),
+            (10_500, 10_800),
+            (10_900, 14_000),
+        ];
+        let labels: Vec<u32> = relabel(&prints, &spans, &known, &POLICY)
+            .iter()
+            .map(|l| l.unwrap().speaker)
+            .collect();
+        assert_eq!(labels, vec![1, 2, 1, 2, 2]);
     }
 
     #[test]

@@ -158,6 +158,19 @@ fn real_responses_conform_to_the_served_document() {
         200,
     );
     conform(transcribe, "post", 200, &second);
+    // The token-mode stream's final labels, from the voiceprints its replies carried.
+    let segments: Vec<&Value> = [&first, &second]
+        .iter()
+        .flat_map(|r| r["results"].as_array().unwrap())
+        .collect();
+    assert!(segments.iter().any(|s| s["voiceprint"].is_string()));
+    let relabelled = send(
+        http.post(server.url("/api/transcribe?relabel=true"))
+            .json(&json!({ "results": segments })),
+        200,
+    );
+    assert_eq!(relabelled["labels"], "final");
+    conform(transcribe, "post", 200, &relabelled);
 
     // JSON with base64 audio, in a Redis session; then the session calls.
     let audio = base64::engine::general_purpose::STANDARD.encode(&wav);
