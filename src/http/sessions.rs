@@ -147,7 +147,7 @@ pub fn relabel_transcript(
     if essence.as_deref() != Some("application/json") {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            "not_json",
             "relabel=true takes the transcript as application/json: {\"results\": [segments as the replies gave them]}",
         ));
     }
@@ -157,7 +157,10 @@ pub fn relabel_transcript(
     let count = |name: &str| -> Result<Option<u32>, ApiError> {
         match query.get(name) {
             Some(v) => v.parse().map(Some).map_err(|_| {
-                ApiError::bad_request("invalid_option", format!("{name} must be a whole number"))
+                ApiError::bad_request(
+                    "invalid_parameter",
+                    format!("{name} must be a whole number"),
+                )
             }),
             None => Ok(request[name]
                 .as_u64()
