@@ -11,7 +11,8 @@ if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c "import faster_whisp
   "$venv/bin/pip" install --quiet faster-whisper==1.2.1
 fi
 missing=()
-for p in pocketsphinx-testdata asterisk-core-sounds-{en,fr,it,ru} asterisk-core-sounds-{en,fr,it,ru}-wav; do
+for p in pocketsphinx-testdata asterisk-core-sounds-{en,fr,it,ru} asterisk-core-sounds-{en,fr,it,ru}-wav \
+         asterisk-prompt-it-menardi-wav; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then
@@ -22,7 +23,7 @@ export FW_PYTHON="$venv/bin/python"
 for what in "${@:-latency live stream window speakers}"; do
   for w in $what; do
     case "$w" in
-      speakers) "$venv/bin/python" bench/speakers.py run ;;
+      speakers) "$venv/bin/python" bench/speakers.py run test ;;
       accuracy) "$venv/bin/python" bench/accuracy.py run test tune ;;
       start) "$venv/bin/python" bench/start.py ;;
       wholefile) "$venv/bin/python" bench/wholefile.py test tune ;;

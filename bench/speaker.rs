@@ -142,6 +142,9 @@ fn study(encoder: &Ge2eEncoder, streams: &str, split: &str) {
                     }
                 }
             }
+            if same.is_empty() || other.is_empty() {
+                continue; // too few pieces of this length to compare
+            }
             let voices: std::collections::BTreeSet<&String> = pieces.iter().map(|p| &p.0).collect();
             let (mut own, mut rival, mut right) = (Vec::new(), Vec::new(), 0);
             for (i, (who, v)) in pieces.iter().enumerate() {

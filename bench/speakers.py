@@ -359,7 +359,8 @@ def run(split):
     sections[split] = "\n".join(lines)
     header = ("# Speaker labels, by half\n\nReproduce: `python bench/speakers.py run tune` / "
               "`... run test` (HANDLER, PREPIS_MODEL_DIR as for the other benchmarks). Thresholds are "
-              "chosen on tune; the test table is the result.\n")
+              "chosen on tune; the test table is the result. Before the candidate tracker: "
+              "`speakers-before.md`; what the voiceprints can tell apart: `speaker-study.md`.\n")
     report("speakers", [header] + [sections[k] for k in ("tune", "test") if k in sections])
 
 
