@@ -1,6 +1,7 @@
 //! The command line against the real service: `handler stream` of a file (SRT), of live
 //! raw PCM and of a piped WAV on stdin (JSON lines, replies arrive before the input ends),
-//! `handler transcribe` (WebVTT, and the service's error for non-audio), `--help`; all
+//! `handler transcribe` (WebVTT, and the service's error for non-audio), `--help`,
+//! `stream --relabel` (final speaker labels at the end); all
 //! through the Functions host's front door (Kestrel's limits, `tests/front-door.mjs`).
 
 mod util;
@@ -136,6 +137,24 @@ fn stream_a_file_as_srt_and_transcribe_one_as_webvtt() {
     );
     let text: Vec<&str> = cues.iter().map(|c| strip_speaker(&c.2)).collect();
     assert!(wer(&first.reference, &text.join(" ")) <= 0.2, "{srt}");
+    // `--relabel`: the same cues once, at the end, with final labels (one voice: speaker 1),
+    // the replies' voiceprints sent back through the same front door.
+    let relabelled = run(handler()
+        .args(["stream", first.path.to_str().unwrap(), "--url", &url])
+        .args(["--format", "srt", "--language", "en", "--relabel"]));
+    assert!(
+        relabelled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&relabelled.stderr)
+    );
+    let finals = parse_srt(&stdout(&relabelled));
+    let final_text: Vec<&str> = finals.iter().map(|c| strip_speaker(&c.2)).collect();
+    assert_eq!(final_text, text);
+    assert!(
+        finals.iter().all(|c| c.2.starts_with("Speaker 1: ")),
+        "{finals:?}"
+    );
+    assert_eq!(door.refusals(), Vec::<String>::new());
     // Not a terminal: no progress bar or escape codes anywhere.
     assert!(!srt.contains('\x1b') && !String::from_utf8_lossy(&streamed.stderr).contains('\x1b'));
 
