@@ -6,7 +6,8 @@
 //! tell apart: pieces of 1-5 s cut from each reference turn of the speaker streams
 //! (`bench/speakers.py build`), the cosine of pairs of one voice and of two voices, the
 //! equal-error threshold between them, and how often a piece's nearest voice (by the mean of
-//! that voice's other pieces in the stream) is its own.
+//! that voice's other pieces in the stream) is its own; then, per stream, the closest two
+//! voices' means against the furthest-apart two modes of one voice.
 
 use std::time::Instant;
 
@@ -103,6 +104,7 @@ fn study(encoder: &Ge2eEncoder, streams: &str, split: &str) {
         .filter(|p| p.extension().is_some_and(|e| e == "wav"))
         .collect();
     names.sort();
+    let mut studied = Vec::new();
     for wav in names {
         let name = wav.file_stem().unwrap().to_string_lossy().to_string();
         let audio = read_wav(&wav);
@@ -119,6 +121,7 @@ fn study(encoder: &Ge2eEncoder, streams: &str, split: &str) {
                 ))
             })
             .collect();
+        studied.push((name.clone(), audio.clone(), turns.clone()));
         for piece_s in [0.5, 0.75, 1.0, 2.0, 3.0, 5.0] {
             let mut pieces: Vec<(String, Vec<f32>)> = Vec::new();
             for (start, end, who) in &turns {
@@ -183,6 +186,94 @@ fn study(encoder: &Ge2eEncoder, streams: &str, split: &str) {
             );
         }
     }
+    println!();
+    println!("| stream | closest two voices: cosine of their means (3 s pieces) | one voice's two modes: cosine of their means |");
+    println!("|---|---|---|");
+    for (name, audio, turns) in &studied {
+        modes(encoder, name, audio, turns);
+    }
+}
+
+/// Voices against their own modes, from 3 s pieces: the cosine of two voices' means (the
+/// closest pair of the stream), and of the two modes of one voice (its pieces split in two by
+/// spherical 2-means; the voice whose modes are furthest apart). Where the second is lower
+/// than the first, no similarity threshold both keeps that voice whole and the two voices
+/// apart.
+fn modes(encoder: &Ge2eEncoder, name: &str, audio: &[f32], turns: &[(f64, f64, String)]) {
+    let mut by_voice: std::collections::BTreeMap<&str, Vec<Vec<f32>>> = Default::default();
+    for (start, end, who) in turns {
+        let mut t = start + 0.1;
+        while t + 3.0 <= end - 0.1 {
+            let (a, b) = ((t * 16_000.0) as usize, ((t + 3.0) * 16_000.0) as usize);
+            if let Some(v) = encoder.embed(&audio[a..b.min(audio.len())]) {
+                by_voice.entry(who.as_str()).or_default().push(v);
+            }
+            t += 3.0;
+        }
+    }
+    let voices: Vec<(&str, Vec<f32>)> = by_voice.iter().map(|(w, p)| (*w, mean(p))).collect();
+    let mut closest = (f32::MIN, String::new());
+    for (i, (a, x)) in voices.iter().enumerate() {
+        for (b, y) in &voices[i + 1..] {
+            let c = cos(x, y);
+            if c > closest.0 {
+                closest = (c, format!("{a} / {b}"));
+            }
+        }
+    }
+    let mut apart = (f32::MAX, String::new());
+    for (who, pieces) in &by_voice {
+        if let Some((x, y)) = two_modes(pieces) {
+            let c = cos(&x, &y);
+            if c < apart.0 {
+                apart = (c, who.to_string());
+            }
+        }
+    }
+    let modes = if apart.1.is_empty() {
+        "– (no voice with 4 pieces)".to_string()
+    } else {
+        format!("{:.2} ({})", apart.0, apart.1)
+    };
+    println!("| {name} | {:.2} ({}) | {modes} |", closest.0, closest.1);
+}
+
+/// The unit mean of vectors.
+fn mean(vectors: &[Vec<f32>]) -> Vec<f32> {
+    let mut m = vec![0.0f32; vectors[0].len()];
+    for v in vectors {
+        m.iter_mut().zip(v).for_each(|(a, x)| *a += x);
+    }
+    let norm = cos(&m, &m).sqrt().max(1e-9);
+    m.iter_mut().for_each(|a| *a /= norm);
+    m
+}
+
+/// Spherical 2-means from the two least alike pieces: the two modes' unit means.
+fn two_modes(pieces: &[Vec<f32>]) -> Option<(Vec<f32>, Vec<f32>)> {
+    if pieces.len() < 4 {
+        return None;
+    }
+    let mut far = (f32::MAX, 0, 1);
+    for i in 0..pieces.len() {
+        for j in i + 1..pieces.len() {
+            let c = cos(&pieces[i], &pieces[j]);
+            if c < far.0 {
+                far = (c, i, j);
+            }
+        }
+    }
+    let (mut x, mut y) = (pieces[far.1].clone(), pieces[far.2].clone());
+    for _ in 0..20 {
+        let (ours, theirs): (Vec<_>, Vec<_>) =
+            pieces.iter().partition(|p| cos(p, &x) >= cos(p, &y));
+        if ours.is_empty() || theirs.is_empty() {
+            return None;
+        }
+        let owned = |v: Vec<&Vec<f32>>| v.into_iter().cloned().collect::<Vec<_>>();
+        (x, y) = (mean(&owned(ours)), mean(&owned(theirs)));
+    }
+    Some((x, y))
 }
 
 fn cos(a: &[f32], b: &[f32]) -> f32 {

@@ -97,6 +97,22 @@ function renderSpeakers() {
   }
 }
 
+/** Shows the transcript again from the model (after the final speaker labels). */
+function renderAll() {
+  $('transcript').replaceChildren();
+  $('speakers').replaceChildren();
+  transcript.segments.forEach(renderSegment);
+  renderSpeakers();
+}
+
+/** Once a stream is over: the final speaker labels replace the live ones. */
+async function finalLabels() {
+  if (transcript.relabel(await client.finalLabels())) {
+    renderAll();
+    document.body.dataset.labels = 'final';
+  }
+}
+
 function onReply(reply, chunk) {
   document.body.dataset.heard = String(client.heard);
   transcript.add(reply).forEach(renderSegment);
@@ -155,6 +171,7 @@ async function startRecording() {
       : `The microphone could not be started: ${e.message}`);
     return;
   }
+  delete document.body.dataset.labels;
   $('record').textContent = 'Stop recording';
   $('record').setAttribute('aria-pressed', 'true');
   document.body.dataset.state = 'recording';
@@ -166,6 +183,7 @@ async function stopRecording() {
   try {
     await capture.stop();
     await client.finished();
+    await finalLabels();
   } catch (e) {
     failed(e);
   }
@@ -199,6 +217,7 @@ $('upload').addEventListener('click', async () => {
     client = newClient((done, total) => { progress.value = total ? done / total : 0; });
     chunks.forEach((pcm, i) => client.push(pcm, PCM_TYPE, { last: i === chunks.length - 1 }).catch(() => {}));
     await client.finished();
+    await finalLabels();
     progress.value = 1;
     showProblem(null);
   } catch (e) {
@@ -240,6 +259,7 @@ $('clear').addEventListener('click', () => {
   $('transcript').replaceChildren();
   $('speakers').replaceChildren();
   $('partial').textContent = '';
+  delete document.body.dataset.labels;
 });
 
 // For tests and the console: the transcript model.

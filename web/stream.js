@@ -4,6 +4,9 @@
 // errors and 5xx with backoff, 429/503 after the server's Retry-After. Recording goes on
 // meanwhile; chunks wait in the queue.
 //
+// Once the stream is over, `finalLabels()` asks for the speakers found again over the whole
+// stream (the live ones were decided chunk by chunk, from the past only).
+//
 // For 16 kHz PCM chunks the page keeps the stream's unconfirmed audio itself (keep_audio)
 // and sends it back as field `tail` with the next chunk, as much as the last reply's
 // `stream.tail_samples` says: the token then carries no audio and stays small.
@@ -40,6 +43,8 @@ export class StreamClient {
     /** Seconds of audio before the current service stream (after a restarted stream). */
     this.offset = 0;
     this.heard = 0;
+    /** Every final segment's times and voiceprint, for the final speaker labels. */
+    this.voiceprints = [];
   }
 
   /** Queues a chunk: `body` (Blob/ArrayBuffer), its media type, and when its audio ended. */
@@ -94,12 +99,46 @@ export class StreamClient {
           this.tail = keptTail(this.tail, chunk, reply.stream?.tail_samples);
           shift(reply, this.offset);
           this.heard = this.offset + (reply.stream?.received_until ?? 0);
+          for (const { start, end, voiceprint, voice_ms } of reply.results || []) {
+            this.voiceprints.push({ start, end, voiceprint, voice_ms });
+          }
           this.onReply(reply, chunk);
         }
       }
     } finally {
       this.running = false;
     }
+  }
+
+  /**
+   * The final speaker labels, once the stream is over: the service labels every segment
+   * again from their voiceprints at once (`POST /api/transcribe?relabel=true` with the last
+   * token, which brings the stream's speakers). Resolves to one speaker number (or null) per
+   * segment received, in order; to null when there is nothing to relabel or the service
+   * could not (the live labels then stand).
+   */
+  async finalLabels() {
+    if (!this.voiceprints.some((s) => s.voiceprint)) return null;
+    const headers = { 'Content-Type': 'application/json' };
+    if (this.apiKey) headers['X-Api-Key'] = this.apiKey;
+    const body = JSON.stringify({ results: this.voiceprints, context: this.context ?? undefined });
+    for (let attempt = 1; attempt <= 3; attempt += 1) {
+      try {
+        const response = await fetch(`${this.api}/api/transcribe?relabel=true`, { method: 'POST', headers, body });
+        const reply = await response.json().catch(() => ({}));
+        if (response.ok && reply.results?.length === this.voiceprints.length) {
+          return reply.results.map((s) => s.speaker ?? null);
+        }
+        if (response.status < 500 && response.status !== 429) {
+          console.warn('prepis: no final speaker labels:', reply.error?.message || response.status);
+          return null;
+        }
+      } catch {
+        // The service can't be reached: tried again below.
+      }
+      await sleep(500 * attempt);
+    }
+    return null;
   }
 
   /** Reports a problem; a transient one (retrying) is cleared by the next success. */

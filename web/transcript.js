@@ -21,6 +21,19 @@ export class Transcript {
     return added;
   }
 
+  /**
+   * Takes the final speaker labels of the last stream (one per segment of it, in order, the
+   * transcript's last segments): names given to the live numbers are dropped, as the numbers
+   * may change. Returns false (nothing changed) when there are no labels or too many.
+   */
+  relabel(speakers) {
+    if (!speakers || speakers.length > this.segments.length) return false;
+    const first = this.segments.length - speakers.length;
+    speakers.forEach((speaker, i) => { this.segments[first + i].speaker = speaker; });
+    this.names.clear();
+    return true;
+  }
+
   speakerName(n) {
     if (n === null || n === undefined) return '';
     return this.names.get(n) || `Speaker ${n}`;

@@ -296,6 +296,14 @@ test('two voices get two colours and can be renamed; screenshots', async () => {
   try {
     const page = await openPage(browser, handler);
     await record(page, TWO.seconds);
+    // At Stop the live labels give way to the final ones, found over the whole recording:
+    // the reader, the other voice, the reader again.
+    assert.equal(await page.getAttribute('body', 'data-labels'), 'final');
+    const labels = await page.$$eval('#transcript .segment', (els) => els.map((e) => e.dataset.speaker).filter(Boolean));
+    const turns = labels.filter((s, i) => s !== labels[i - 1]);
+    console.log(`two voices: final labels ${labels}`);
+    assert.deepEqual(turns, ['1', '2', '1'], `final labels: ${labels}`);
+    assert.equal(await page.evaluate(() => window.prepis.transcript.segments.length), labels.length);
     const speakers = await page.$$eval('#transcript .segment', (els) => [...new Set(els.map((e) => e.dataset.speaker))]);
     const colours = await page.$$eval('#transcript .segment', (els) => [...new Set(els.map((e) => getComputedStyle(e).borderLeftColor))]);
     console.log(`two voices: speakers ${speakers}, colours ${colours}`);
@@ -441,6 +449,9 @@ test('the page as a static site on another origin, allowed by PREPIS_CORS_ORIGIN
     await page.waitForSelector('body[data-state="done"]', { timeout: 120_000 });
     const error = wer(SHORT.text, await shown(page));
     assert.ok(error <= 0.15, `WER ${error}`);
+    // The final speaker labels came too (a JSON POST: a preflighted request).
+    assert.equal(await page.getAttribute('body', 'data-labels'), 'final');
+    assert.deepEqual(page.errors, []);
 
     // The same page from an origin the service does not allow gets nothing.
     const other = `http://127.0.0.1:${site.address().port}`;
