@@ -279,6 +279,13 @@ def stream(handler, wav_path, language):
     return lines[:-1], lines[-1]
 
 
+def whole(handler, wav_path):
+    """The file in one request (`handler transcribe`): its reply."""
+    out = subprocess.run([HANDLER, "transcribe", str(wav_path), "--url", handler.url(""),
+                          "--format", "json"], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.splitlines()[-1])
+
+
 def scores(ref, hyp, seconds, words):
     """Confusion over labelled speech, missed speech, false alarm, WDER, speakers found and
     spurious flips per 10 min."""
@@ -311,29 +318,37 @@ def run(split):
              f"Voices: {', '.join(SPLITS[split])}" + (" and the pyannote phone call" if split == "test" else "")
              + f". Settings: {settings or 'defaults'}. Whisper base, language auto, 2 s chunks, "
              "token mode (`handler stream --relabel`); *final* = the relabel at the end "
-             "(`POST ?relabel=true` with the replies' segments and the last token).", "",
+             "(`POST ?relabel=true` with the replies' segments and the last token); *whole file* = "
+             "the stream's file in one request (`handler transcribe`).", "",
              "| stream | length | labels | speakers ref / found | confusion (labelled speech) | missed | "
              "WDER | flips /10 min | speaker ms p50 / request ms p50 |",
              "|---|---|---|---|---|---|---|---|---|"]
-    totals = {"live": [], "final": []}
+    # BENCH_KINDS=whole: only the whole-file requests (quicker, for that path's changes).
+    kinds = os.environ.get("BENCH_KINDS", "live,final,whole").split(",")
+    totals = {k: [] for k in kinds}
     for name in names:
         wav = STREAMS / f"{name}.wav"
         rate, pcm = read_wav(wav)
         seconds = len(pcm) / 2 / rate
         ref = read_rttm(HERE / f"{name}.rttm")
-        replies, final = stream(handler, wav, "auto")
-        assert final["labels"] == "final", final
+        labels, timing = {}, ""
+        if "live" in kinds or "final" in kinds:
+            replies, final = stream(handler, wav, "auto")
+            assert final["labels"] == "final", final
+            labels["live"] = [s for r in replies for s in r["results"]]
+            labels["final"] = final["results"]
+            speaker_ms = [r.get("speaker_ms", 0) for r in replies if r["results"]]
+            proc = [r["processing_ms"] for r in replies]
+            timing = f"{pct(speaker_ms, .5) if speaker_ms else 0:.0f} / {pct(proc, .5):.0f}"
+        if "whole" in kinds:
+            labels["whole"] = whole(handler, wav)["results"]
         if os.environ.get("BENCH_SAVE"):
             save = Path(os.environ["BENCH_SAVE"]) / f"{name.replace('/', '-')}.json"
             save.parent.mkdir(parents=True, exist_ok=True)
-            save.write_text(json.dumps({"live": [s for r in replies for s in r["results"]],
-                                        "final": final["results"]}))
-        speaker_ms = [r.get("speaker_ms", 0) for r in replies if r["results"]]
-        proc = [r["processing_ms"] for r in replies]
-        timing = f"{pct(speaker_ms, .5) if speaker_ms else 0:.0f} / {pct(proc, .5):.0f}"
+            save.write_text(json.dumps(labels))
         nref = len({t[2] for t in ref})
-        for kind, (hyp, words) in [("live", labelled([s for r in replies for s in r["results"]])),
-                                   ("final", labelled(final["results"]))]:
+        for kind in kinds:
+            hyp, words = labelled(labels[kind])
             sc = scores(ref, hyp, seconds, words)
             totals[kind].append((seconds, sc, nref))
             lines.append(

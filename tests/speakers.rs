@@ -328,6 +328,29 @@ fn labels_follow_the_voices_and_agree_across_instances() {
     let bare = serde_json::json!({ "results": [{ "text": "hi", "start": 0.0, "end": 1.0 }] });
     assert_eq!(relabel("application/json", bare.to_string()).status(), 422);
 
+    // The whole recording in one request: its labels are final ones.
+    let body: Vec<u8> = audio
+        .iter()
+        .flat_map(|s| ((s * 32767.0) as i16).to_le_bytes())
+        .collect();
+    let whole: Value = util::client()
+        .post(one.url("/api/transcribe?language=en"))
+        .header("Content-Type", "audio/pcm;rate=16000")
+        .body(body)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let whole = whole["results"].as_array().unwrap();
+    let found: std::collections::HashSet<_> = labels(whole).into_iter().collect();
+    assert_eq!(found, [Some(1), Some(2)].into(), "{whole:?}");
+    let wrong = mislabelled(whole, &turns);
+    assert!(
+        wrong < 0.1,
+        "whole file: {:.0} % of speech mislabelled",
+        100.0 * wrong
+    );
+
     // Three instances, round-robin: the same labels.
     let (a, b, c) = (
         util::Server::start(&env),

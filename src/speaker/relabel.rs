@@ -32,6 +32,17 @@ pub struct RelabelPolicy {
     pub max_speakers: usize,
 }
 
+impl RelabelPolicy {
+    /// A stream's: its tracker's bounds and clustering threshold.
+    pub fn of(tracker: &super::TrackerPolicy) -> Self {
+        RelabelPolicy {
+            merge_above: tracker.merge_above,
+            min_speakers: tracker.min_speakers,
+            max_speakers: tracker.max_speakers,
+        }
+    }
+}
+
 /// Labels, one per voiceprint slot (`None` slots are segments too short to embed), numbered
 /// from 1 in order of first appearance. `known`: the stream's speakers (unit voiceprints), if
 /// any. `spans`: each slot's start and end (ms), when known: a slot without a voiceprint then

@@ -4,6 +4,7 @@
 
 use super::agreement::TimedWord;
 use super::FinalSegment;
+use crate::speaker::relabel::{relabel, RelabelPolicy};
 use crate::speaker::{neighbour_label, Label, SpeakerEncoder, Speakers, TrackerPolicy, Voiceprint};
 
 /// Speech shorter than this is not embedded: it takes the current speaker, with low confidence.
@@ -79,6 +80,36 @@ pub fn label_segments(
         out.extend(current.map(Pending::finish));
     }
     out
+}
+
+/// The final labels of segments heard all at once (a whole file in one request): each goes
+/// again to the closest of the speakers the tracker ended with, merging and dissolving as a
+/// stream's relabel does at its end ([`relabel`]): the tracker, deciding in time order, may
+/// have opened a voice twice or opened a mix of two.
+pub fn relabel_segments(
+    segments: &mut [FinalSegment],
+    speakers: &Speakers,
+    policy: &TrackerPolicy,
+) {
+    let prints: Vec<Option<Voiceprint>> = segments.iter().map(|s| s.voiceprint.clone()).collect();
+    let spans: Vec<(u64, u64)> = segments
+        .iter()
+        .map(|s| match (s.words.first(), s.words.last()) {
+            (Some(first), Some(last)) => (first.start_ms, last.end_ms),
+            _ => (0, 0),
+        })
+        .collect();
+    let labels = relabel(
+        &prints,
+        &spans,
+        &speakers.voiceprints(),
+        &RelabelPolicy::of(policy),
+    );
+    if labels.iter().any(Option::is_some) {
+        for (segment, label) in segments.iter_mut().zip(labels) {
+            segment.speaker = label;
+        }
+    }
 }
 
 /// Runs of one speaker being joined into a segment.

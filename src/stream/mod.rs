@@ -432,6 +432,11 @@ pub fn process_chunk(
             window_start_ms,
             segments,
         );
+        // A whole recording in one request: its final labels at once, as a stream's
+        // relabel gives them at its end.
+        if options.last && state.seq == 1 {
+            labels::relabel_segments(&mut segments, &state.speakers, policy);
+        }
     }
     Ok((
         state,
