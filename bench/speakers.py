@@ -432,7 +432,49 @@ def oracle(split):
     print(f"all: confusion {sum(r[0] * r[1]['confusion'] for r in rows) / length * 100:.1f} % (length-weighted)")
 
 
+def change_points(turns):
+    """Times where the speaker changes: between consecutive (start, end, speaker) turns of
+    different speakers, the middle of the gap."""
+    out = []
+    for (s0, e0, a), (s1, e1, b) in zip(turns, turns[1:]):
+        if a != b:
+            out.append((e0 + s1) / 2)
+    return out
+
+
+def changes(split):
+    """`changes tune|test` (after a run with BENCH_SAVE=DIR, read from there): speaker change
+    points found, per stream and kind of labels: a labelled change within 1 s of a reference
+    change matches it (one to one); precision, recall."""
+    saved = Path(os.environ["BENCH_SAVE"])
+    print("| stream | labels | reference changes | found | precision | recall |")
+    print("|---|---|---|---|---|---|")
+    totals = {}
+    for name in stream_names(split):
+        data = json.loads((saved / f"{name.replace('/', '-')}.json").read_text())
+        truth = change_points(read_rttm(HERE / f"{name}.rttm"))
+        for kind, segments in data.items():
+            hyp = change_points([(s["start"], s["end"], s["speaker"]) for s in segments
+                                 if s["speaker"] is not None])
+            free = list(truth)
+            hit = 0
+            for t in hyp:
+                near = min(free, key=lambda r: abs(r - t), default=None)
+                if near is not None and abs(near - t) <= 1.0:
+                    free.remove(near)
+                    hit += 1
+            tot = totals.setdefault(kind, [0, 0, 0])
+            tot[0] += len(truth)
+            tot[1] += len(hyp)
+            tot[2] += hit
+            print(f"| {name} | {kind} | {len(truth)} | {len(hyp)} | {hit / max(len(hyp), 1) * 100:.0f} % | "
+                  f"{hit / max(len(truth), 1) * 100:.0f} % |")
+    for kind, (ref_n, hyp_n, hit) in totals.items():
+        print(f"- {kind}: precision {hit / max(hyp_n, 1) * 100:.0f} %, recall {hit / max(ref_n, 1) * 100:.0f} % "
+              f"({hit} of {ref_n} changes found, {hyp_n} labelled)")
+
+
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "run"
     split = sys.argv[2] if len(sys.argv) > 2 else "test"
-    {"build": build, "run": run, "oracle": oracle}[what](split)
+    {"build": build, "run": run, "oracle": oracle, "changes": changes}[what](split)
