@@ -110,6 +110,7 @@ async function finalLabels() {
   if (transcript.relabel(await client.finalLabels())) {
     renderAll();
     document.body.dataset.labels = 'final';
+    $('labels-note').hidden = false;
   }
 }
 
@@ -172,6 +173,7 @@ async function startRecording() {
     return;
   }
   delete document.body.dataset.labels;
+  $('labels-note').hidden = true;
   $('record').textContent = 'Stop recording';
   $('record').setAttribute('aria-pressed', 'true');
   document.body.dataset.state = 'recording';
@@ -208,6 +210,8 @@ $('upload').addEventListener('click', async () => {
   }
   setBusy(true);
   $('record').disabled = true;
+  delete document.body.dataset.labels;
+  $('labels-note').hidden = true;
   const progress = $('progress');
   progress.hidden = false;
   progress.value = 0;
@@ -260,6 +264,7 @@ $('clear').addEventListener('click', () => {
   $('speakers').replaceChildren();
   $('partial').textContent = '';
   delete document.body.dataset.labels;
+  $('labels-note').hidden = true;
 });
 
 // For tests and the console: the transcript model.

@@ -299,6 +299,7 @@ test('two voices get two colours and can be renamed; screenshots', async () => {
     // At Stop the live labels give way to the final ones, found over the whole recording:
     // the reader, the other voice, the reader again.
     assert.equal(await page.getAttribute('body', 'data-labels'), 'final');
+    assert.equal(await page.isVisible('#labels-note'), true, 'the page says the labels were revised');
     const labels = await page.$$eval('#transcript .segment', (els) => els.map((e) => e.dataset.speaker).filter(Boolean));
     const turns = labels.filter((s, i) => s !== labels[i - 1]);
     console.log(`two voices: final labels ${labels}`);
