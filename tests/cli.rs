@@ -387,7 +387,8 @@ fn the_front_door_refuses_what_kestrel_refuses() {
 
 /// A recording that would take longer to transcribe than a response may take (Azure's front
 /// end cuts at 230 s; here PREPIS_RESPONSE_SECONDS=4) is refused at once with 422, and
-/// `handler transcribe` streams it instead: the whole transcript, in chunks.
+/// `handler transcribe` streams it instead: the whole transcript, in chunks, relabelled at the
+/// end as one answer.
 #[test]
 fn transcribe_streams_a_file_too_slow_for_one_response() {
     let server = Server::start(&[("PREPIS_RESPONSE_SECONDS", "4")]);
@@ -424,7 +425,16 @@ fn transcribe_streams_a_file_too_slow_for_one_response() {
     let output = run(handler()
         .args(["transcribe", file.to_str().unwrap(), "--url", &door.url("")])
         .args(["--format", "text", "--language", "en"]));
+    // JSON: one answer, as for one request, with the stream's final speaker labels.
+    let json = run(handler()
+        .args(["transcribe", file.to_str().unwrap(), "--url", &door.url("")])
+        .args(["--format", "json", "--language", "en"]));
     let _ = std::fs::remove_dir_all(dir);
+    let lines: Vec<String> = stdout(&json).lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let answer: Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(answer["labels"], "final", "{answer}");
+    assert!(answer["results"].as_array().is_some_and(|r| !r.is_empty()));
     assert!(
         output.status.success(),
         "{}",

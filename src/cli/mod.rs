@@ -7,9 +7,7 @@ use std::sync::mpsc;
 
 use serde_json::Value;
 
-use prepis::client::{
-    stream_samples, stream_with, ChunkReply, ClientError, Stream, StreamOptions, PCM_16K,
-};
+use prepis::client::{stream_with, ChunkReply, ClientError, Stream, StreamOptions, PCM_16K};
 
 mod args;
 mod output;
@@ -243,8 +241,29 @@ pub fn transcribe(args: TranscribeArgs) -> Result<(), String> {
                 .map_err(|e| format!("{}: {e}", args.file))?;
             out.live = false;
             out.begin();
-            stream_samples(&audio, &args.client.options(), |reply| out.reply(reply))
-                .map_err(describe)?;
+            let options = args.client.options();
+            let mut streamed = Stream::new(options.clone()).map_err(|e| e.to_string())?;
+            let replies = stream_with(&mut streamed, &audio, &options, |_| {}).map_err(describe)?;
+            // The same answer as one request gives: one transcript with final speaker labels
+            // (the stream relabelled at its end); the replies as they came when there are
+            // no voiceprints to relabel (speakers off) or the relabel failed.
+            match streamed.relabel(&replies) {
+                Ok(body) => out.reply(&ChunkReply {
+                    chunk: replies.len(),
+                    body,
+                    latency: std::time::Duration::ZERO,
+                    attempts: 1,
+                }),
+                Err(e) => {
+                    if !args.client.no_speakers {
+                        eprintln!(
+                            "prepis: no final speaker labels ({}); live labels kept",
+                            describe(e)
+                        );
+                    }
+                    replies.iter().for_each(|reply| out.reply(reply));
+                }
+            }
         }
         result => {
             let reply = result.map_err(describe)?;
