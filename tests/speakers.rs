@@ -120,10 +120,7 @@ fn stream(servers: &[&util::Server], audio: &[f32], query: &str) -> Vec<Value> {
     let mut context: Option<String> = None;
     let mut segments = Vec::new();
     for (i, chunk) in chunks.iter().enumerate() {
-        let body: Vec<u8> = chunk
-            .iter()
-            .flat_map(|s| ((s * 32767.0) as i16).to_le_bytes())
-            .collect();
+        let body = pcm16(chunk);
         let last = i + 1 == chunks.len();
         let server = servers[i % servers.len()];
         let seq = i + 1;
@@ -142,6 +139,14 @@ fn stream(servers: &[&util::Server], audio: &[f32], query: &str) -> Vec<Value> {
         segments.extend(reply["results"].as_array().unwrap().iter().cloned());
     }
     segments
+}
+
+/// Samples as 16-bit little-endian PCM.
+fn pcm16(samples: &[f32]) -> Vec<u8> {
+    samples
+        .iter()
+        .flat_map(|s| ((s * 32767.0) as i16).to_le_bytes())
+        .collect()
 }
 
 fn labels(segments: &[Value]) -> Vec<Option<u64>> {
@@ -329,14 +334,10 @@ fn labels_follow_the_voices_and_agree_across_instances() {
     assert_eq!(relabel("application/json", bare.to_string()).status(), 422);
 
     // The whole recording in one request: its labels are final ones.
-    let body: Vec<u8> = audio
-        .iter()
-        .flat_map(|s| ((s * 32767.0) as i16).to_le_bytes())
-        .collect();
     let whole: Value = util::client()
         .post(one.url("/api/transcribe?language=en"))
         .header("Content-Type", "audio/pcm;rate=16000")
-        .body(body)
+        .body(pcm16(&audio))
         .send()
         .unwrap()
         .json()
