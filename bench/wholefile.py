@@ -89,7 +89,7 @@ def main(halves):
             "name": name, "seconds": seconds, "words": len(normalise(reference)),
             "on_s": on_s, "off_s": off_s, "fw_s": fw_s,
             "wer": scores(reference, on["text"])["wer"], "fw_wer": scores(reference, fw_text)["wer"],
-            "loops": loops(on["results"]), "speakers": len({s.get("speaker") for s in on["results"]})})
+            "loops": loops(on["results"], reference), "speakers": len({s.get("speaker") for s in on["results"]})})
         print(f"{name}: prepis {on_s:.1f} s ({off_s:.1f} s without labels), faster-whisper "
               f"{fw_s:.1f} s; WER {rows[-1]['wer'] * 100:.1f} % / {rows[-1]['fw_wer'] * 100:.1f} %",
               flush=True)
