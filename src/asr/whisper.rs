@@ -243,56 +243,6 @@ impl Transcriber for WhisperEngine {
     }
 }
 
-/// Token spans from DTW, which marks where each token starts: a token ends where the next
-/// one starts. Tokens the alignment put at one instant share the time up to the next token
-/// evenly. The last token ends where whisper.cpp's timestamp heuristic ends it; where that
-/// falls at or before its start, at the segment's closing timestamp (`end`), or
-/// `LAST_TOKEN_SECONDS` after its start where that too is no later: no word is zero-length
-/// (a caption shown for no time, and a segment that reads as a loop).
-///
-/// A segment of several words all at one instant is left so (`asr::spread` drops it as
-/// crammed: DTW found no audio for it).
-fn dtw_spans(tokens: &mut [TimedToken], end: f64) {
-    let Some(first) = tokens.first().map(|t| t.start) else {
-        return;
-    };
-    let words = tokens
-        .iter()
-        .filter(|t| t.bytes.first() == Some(&b' '))
-        .count();
-    if words > 1 && tokens.iter().all(|t| t.start <= first) {
-        let last = tokens.len() - 1;
-        for token in &mut tokens[..last] {
-            token.end = first;
-        }
-        tokens[last].end = tokens[last].end.max(first);
-        return;
-    }
-    let mut i = 0;
-    while i < tokens.len() {
-        let start = tokens[i].start;
-        let mut j = i + 1;
-        while j < tokens.len() && tokens[j].start <= start {
-            j += 1;
-        }
-        let next = match tokens.get(j) {
-            Some(next) => next.start,
-            None if tokens[j - 1].end > start => tokens[j - 1].end,
-            None => end.max(start + LAST_TOKEN_SECONDS),
-        };
-        let step = (next - start) / (j - i) as f64;
-        for (k, token) in tokens[i..j].iter_mut().enumerate() {
-            token.start = start + step * k as f64;
-            token.end = token.start + step;
-        }
-        i = j;
-    }
-}
-
-/// How long a segment's last token lasts when neither whisper.cpp's end for it nor the
-/// segment's closing timestamp falls after its DTW start (about one short syllable).
-const LAST_TOKEN_SECONDS: f64 = 0.1;
-
 /// Speech after a pass's last word (beyond this grace) that makes it a pass that gave up.
 const GAVE_UP_GRACE_MS: u64 = 500;
 const GAVE_UP_SPEECH_SECONDS: f64 = 1.0;
@@ -538,7 +488,11 @@ impl WhisperEngine {
         let avg_logprob = tokens.iter().map(|(_, plog)| plog).sum::<f32>() / n;
         let mut tokens: Vec<TimedToken> = tokens.into_iter().map(|(t, _)| t).collect();
         if self.dtw {
-            dtw_spans(&mut tokens, end);
+            // DTW marks where each token starts: a token ends where the next one starts.
+            for i in 1..tokens.len() {
+                let next_start = tokens[i].start;
+                tokens[i - 1].end = next_start.max(tokens[i - 1].start);
+            }
         }
         let bytes: Vec<u8> = tokens
             .iter()
@@ -553,81 +507,5 @@ impl WhisperEngine {
             avg_logprob,
             words: group_words(&tokens),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn token(text: &str, start: f64, end: f64) -> TimedToken {
-        TimedToken {
-            bytes: text.as_bytes().to_vec(),
-            start,
-            end,
-            probability: 1.0,
-        }
-    }
-
-    fn spans(tokens: &[TimedToken]) -> Vec<(f64, f64)> {
-        tokens
-            .iter()
-            .map(|t| ((t.start * 1000.0).round(), (t.end * 1000.0).round()))
-            .map(|(s, e)| (s / 1000.0, e / 1000.0))
-            .collect()
-    }
-
-    #[test]
-    fn a_last_word_whose_heuristic_end_is_before_its_start_ends_at_the_closing_timestamp() {
-        let mut tokens = vec![token(" September", 92.44, 92.30)];
-        dtw_spans(&mut tokens, 93.10);
-        assert_eq!(spans(&tokens), [(92.44, 93.10)]);
-    }
-
-    #[test]
-    fn a_last_word_after_the_closing_timestamp_still_lasts() {
-        let mut tokens = vec![token(" September", 9.06, 9.06)];
-        dtw_spans(&mut tokens, 9.0);
-        assert_eq!(spans(&tokens), [(9.06, 9.16)]);
-    }
-
-    #[test]
-    fn tokens_aligned_to_one_instant_share_the_time_to_the_next() {
-        let mut tokens = vec![
-            token(" leave", 88.24, 0.0),
-            token(" the", 89.22, 0.0),
-            token(" conference", 89.22, 89.0),
-            token(".", 89.22, 89.0),
-            token(" Please", 90.22, 90.5),
-        ];
-        dtw_spans(&mut tokens, 91.0);
-        assert_eq!(
-            spans(&tokens),
-            [
-                (88.24, 89.22),
-                (89.22, 89.553),
-                (89.553, 89.887),
-                (89.887, 90.22),
-                (90.22, 90.5)
-            ]
-        );
-    }
-
-    #[test]
-    fn several_words_at_one_instant_stay_there() {
-        let mut tokens = vec![
-            token(" I'm", 39.42, 0.0),
-            token(" in", 39.42, 0.0),
-            token(" Chicago", 39.42, 39.0),
-        ];
-        dtw_spans(&mut tokens, 39.42);
-        assert_eq!(spans(&tokens), [(39.42, 39.42); 3]);
-    }
-
-    #[test]
-    fn an_unclosed_segment_keeps_whisper_cpp_s_end_for_its_last_token() {
-        let mut tokens = vec![token(" one", 1.0, 0.0), token(" two", 1.4, 1.9)];
-        dtw_spans(&mut tokens, 1.9);
-        assert_eq!(spans(&tokens), [(1.0, 1.4), (1.4, 1.9)]);
     }
 }
