@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """faster-whisper on the windows `cargo bench --bench engine` times: the same real speech
-(pocketsphinx LibriVox + cards, in that order) cut to 2, 10 and 30 s, language en, greedy, no
+(pocketsphinx LibriVox + cards, `compare.sphinx_speech`, the same order) cut to 2, 10 and 30 s, language en, greedy, no
 VAD, no previous text; median of 4 calls after the model is loaded, with and without word
 timestamps (prepis always computes them: DTW).
 
@@ -18,13 +18,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare import MODEL_DIR, SPHINX, read_wav  # noqa: E402
-
-
-def speech():
-    paths = sorted((SPHINX / "librivox").glob("*.wav")) + sorted((SPHINX / "cards").glob("*.wav"))
-    return np.concatenate([np.frombuffer(read_wav(p)[1], "<i2").astype(np.float32) / 32768
-                           for p in paths])
+from compare import MODEL_DIR, sphinx_speech  # noqa: E402
 
 
 def main():
@@ -32,7 +26,7 @@ def main():
     threads = int(os.environ.get("BENCH_THREADS", "2"))
     model = WhisperModel(str(Path(MODEL_DIR) / "ct2-base"), device="cpu", compute_type="int8",
                          cpu_threads=threads)
-    samples = speech()
+    samples = np.frombuffer(sphinx_speech(), "<i2").astype(np.float32) / 32768
     print(f"faster-whisper 1.2.1 int8, {threads} thread(s)\n")
     print("| window s | word timestamps ms | without ms | words |")
     print("|---|---|---|---|")
