@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """faster-whisper on the windows `cargo bench --bench engine` times: the same real speech
-(pocketsphinx LibriVox + cards, `compare.sphinx_speech`, the same order) cut to 2, 10 and 30 s, language en, greedy, no
-VAD, no previous text; median of 4 calls after the model is loaded, with and without word
-timestamps (prepis always computes them: DTW).
+(pocketsphinx LibriVox + cards, `compare.sphinx_speech`, in the same order) cut to 2, 10 and
+30 s, language en, greedy, no VAD, no previous text; median of 4 calls after the model is
+loaded, with and without word timestamps (prepis always computes them: DTW).
 
     PREPIS_THREADS=1 cargo bench --bench engine
     BENCH_THREADS=1 python bench/engine_fw.py
