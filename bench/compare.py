@@ -162,8 +162,14 @@ class Handler:
         # bench/lost.py reads the policy's `pass` events (debug) the same way.
         self.windows, self.passes = [], []
 
+        # BENCH_LOG=FILE keeps the whole log (with PREPIS_LOG for the events wanted).
+        log = open(os.environ["BENCH_LOG"], "a") if os.environ.get("BENCH_LOG") else None
+
         def drain():
             for line in self.proc.stdout:
+                if log:
+                    log.write(line)
+                    log.flush()
                 if '"window"' in line or '"pass"' in line:
                     event = json.loads(line)
                     if event.get("event") == "window":

@@ -162,17 +162,21 @@ def conversation(rng, voices, seconds):
     return plan
 
 
+# Rounds of the four kinds of stream per half, each from its own seed. The tune half has
+# three: with one, a change of a few tenths of a second in word times flipped the exact
+# speaker count on two of its four streams, too few to choose a tracker rule on.
+ROUNDS = {"tune": 3, "test": 1}
+KINDS = ["three", "four", "two-phone", "three-phone"]
+
+
 def stream_names(split):
-    names = [f"{split}/three", f"{split}/four", f"{split}/two-phone", f"{split}/three-phone"]
+    names = [f"{split}/{kind}{'' if r == 1 else f'-{r}'}"
+             for r in range(1, ROUNDS[split] + 1) for kind in KINDS]
     return names + (["test/phone-call"] if split == "test" else [])
 
 
-def build(split):
-    """Writes the half's streams (16 kHz WAV, to $PREPIS_CACHE/speaker-streams-v2) and their
-    reference turns (RTTM, to bench/speakers/, committed) from a fixed seed."""
-    rng = random.Random(f"prepis-speakers-{split}")
+def build_round(split, rng, pools):
     voices = SPLITS[split]
-    pools = {v: VOICES[v]() for v in voices}
     streams = {
         "three": turns_stream(rng, pools, conversation(rng, voices[:3], 150)),
         "four": turns_stream(rng, pools, conversation(rng, voices, 150)),
@@ -181,6 +185,20 @@ def build(split):
     }
     streams["two-phone"] = (telephone(streams["two-phone"][0]), streams["two-phone"][1])
     streams["three-phone"] = (telephone(streams["three-phone"][0]), streams["three-phone"][1])
+    return streams
+
+
+def build(split):
+    """Writes the half's streams (16 kHz WAV, to $PREPIS_CACHE/speaker-streams-v2) and their
+    reference turns (RTTM, to bench/speakers/, committed) from fixed seeds."""
+    pools = {v: VOICES[v]() for v in SPLITS[split]}
+    streams = build_round(split, random.Random(f"prepis-speakers-{split}"), pools)
+    for r in range(2, ROUNDS[split] + 1):
+        rng = random.Random(f"prepis-speakers-{split}-{r}")
+        # Each round takes its voices' utterances in its own order (round 1 in name order).
+        shuffled = {v: rng.sample(pool, len(pool)) for v, pool in pools.items()}
+        more = build_round(split, rng, shuffled)
+        streams.update({f"{kind}-{r}": s for kind, s in more.items()})
     (STREAMS / split).mkdir(parents=True, exist_ok=True)
     (HERE / split).mkdir(parents=True, exist_ok=True)
     for name, (audio, turns) in streams.items():
