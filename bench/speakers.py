@@ -15,8 +15,9 @@ Voices (one voice is in one half only, never re-drawn):
   pyannote-audio 4.0.7's sample (PyPI wheel, with its RTTM).
 Streams per half, from fixed seeds: three voices, four voices (turns of 1-20 s with quick
 exchanges of 1-2 s), and two and three voices through a telephone channel (300-3400 Hz band,
-8 kHz, mu-law); the tune half has three rounds of these four (`ROUNDS`), the test half one. Scores, for live labels (what each chunk's reply carried) and final labels
-(`relabel=true` at the end): confusion over transcribed speech (reference speech that carries a
+8 kHz, mu-law); the tune half has three rounds of these four (`ROUNDS`), the test half one.
+Scores, for live labels (what each chunk's reply carried) and final labels (`relabel=true` at
+the end): confusion over transcribed speech (reference speech that carries a
 label, with the optimal label mapping, 0.25 s collar), missed speech (reference speech with no
 label), speakers found against the reference, label flips inside one reference turn per 10 min,
 and WDER (recognised words labelled with another voice).

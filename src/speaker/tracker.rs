@@ -192,6 +192,7 @@ impl Speakers {
                 }
             }
         }
+        // Similarities as the run was judged; speakers and candidate as they are after it.
         tracing::debug!(
             event = "speaker_run",
             speech_ms,
