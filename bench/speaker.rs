@@ -24,7 +24,7 @@ fn main() {
         let split = args.get(i + 1).map_or("tune", String::as_str);
         study(
             &encoder,
-            &format!("{cache}/speaker-streams-v2/{split}"),
+            &format!("{cache}/speaker-streams-v3/{split}"),
             split,
         );
         return;

