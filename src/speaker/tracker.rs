@@ -61,6 +61,10 @@ pub struct TrackerPolicy {
     pub min_speakers: usize,
     /// End-of-session relabel: clusters of voiceprints more alike than this are one speaker.
     pub merge_above: f32,
+    /// While the candidate gathers, a run whose candidate's mean is less similar than this
+    /// to every known speaker is labelled with the speaker the candidate would open, not
+    /// with the closest known one (0: never).
+    pub new_voice_below: f32,
 }
 
 impl Default for TrackerPolicy {
@@ -71,6 +75,7 @@ impl Default for TrackerPolicy {
             max_speakers: 8,
             min_speakers: 1,
             merge_above: 0.75,
+            new_voice_below: 0.0,
         }
     }
 }
@@ -186,11 +191,13 @@ impl Speakers {
             // Less than a second: enough to tell known voices apart, too little to learn from.
             _ if speech_ms < MIN_EVIDENCE_MS && !self.centroids.is_empty() => {}
             Some(i) if sims[i] >= threshold => self.centroids[i].learn(voiceprint, speech_ms),
-            _ => {
-                if let Some(opened) = self.gather(voiceprint, speech_ms, threshold, policy) {
-                    chosen = Some(opened);
+            _ => match self.gather(voiceprint, speech_ms, threshold, policy) {
+                Some(opened) => chosen = Some(opened),
+                None if self.candidate_is_new_voice(policy) => {
+                    chosen = Some(self.centroids.len())
                 }
-            }
+                None => {}
+            },
         }
         // Similarities as the run was judged; speakers and candidate as they are after it.
         tracing::debug!(
@@ -212,7 +219,12 @@ impl Speakers {
             .fold(threshold - 0.1, f32::max);
         let speaker = index as u32 + 1;
         self.last = Some(speaker);
-        let confidence = (0.5 + (own - rival) / 0.4).clamp(0.0, 1.0);
+        let confidence = if index < self.centroids.len() {
+            (0.5 + (own - rival) / 0.4).clamp(0.0, 1.0)
+        } else {
+            // The speaker the candidate would open: not yet known.
+            0.3
+        };
         Label {
             speaker,
             confidence: if speech_ms < MIN_EVIDENCE_MS {
@@ -221,6 +233,20 @@ impl Speakers {
                 confidence
             },
         }
+    }
+
+    /// Whether the gathering candidate is, so far, far from every known speaker.
+    fn candidate_is_new_voice(&self, policy: &TrackerPolicy) -> bool {
+        let Some(candidate) = &self.candidate else {
+            return false;
+        };
+        let mean = candidate.vector();
+        !self.centroids.is_empty()
+            && self.centroids.len() < policy.max_speakers.max(1)
+            && self
+                .centroids
+                .iter()
+                .all(|c| c.similarity(&mean) < policy.new_voice_below)
     }
 
     /// Adds a run to the candidate stretch; once the candidate holds `NEW_SPEAKER_MS`, it
@@ -312,6 +338,10 @@ mod tests {
         v
     }
 
+    fn cosine(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+
     fn mix(a: &[f32], b: &[f32], t: f32) -> Vec<f32> {
         let mut v: Vec<f32> = a
             .iter()
@@ -360,6 +390,33 @@ mod tests {
         assert_eq!(s.centroids.len(), 2);
         assert!(s.candidate.is_none());
         assert_eq!(s.assign(&c, 1_000, &policy).speaker, 2);
+    }
+
+    #[test]
+    fn a_far_candidate_is_labelled_as_the_speaker_it_would_open() {
+        let policy = TrackerPolicy {
+            new_speaker_below: 0.9,
+            new_voice_below: 0.8,
+            ..TrackerPolicy::default()
+        };
+        let (a, c) = (unit(1), unit(3));
+        assert!(cosine(&a, &c) < 0.8);
+        let mut s = Speakers::default();
+        s.assign(&a, 3_000, &policy);
+        // The first two seconds of the new voice already carry the label it will get.
+        let first = s.assign(&c, 1_000, &policy);
+        assert_eq!(first.speaker, 2);
+        assert!(first.confidence < 0.5);
+        assert_eq!(s.inherit().unwrap().speaker, 2);
+        assert_eq!(s.assign(&c, 1_000, &policy).speaker, 2);
+        assert_eq!(s.centroids.len(), 1);
+        assert_eq!(s.assign(&c, 1_000, &policy).speaker, 2);
+        assert_eq!(s.centroids.len(), 2);
+        // A doubtful run nearer a known voice than `new_voice_below` keeps the closest label.
+        let near = mix(&a, &c, 0.4);
+        let sims = s.similarities(&near);
+        assert!(sims[0] < 0.9 && sims[0] >= 0.8, "{sims:?}");
+        assert_eq!(s.assign(&near, 1_000, &policy).speaker, 1);
     }
 
     #[test]
