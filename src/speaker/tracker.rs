@@ -144,6 +144,18 @@ impl Centroid {
         self.count = self.count.saturating_add(weight(speech_ms)).min(MAX_WEIGHT);
     }
 
+    /// A stretch's similarity as judged for opening a speaker: a speaker known from little
+    /// speech has a noisy voiceprint, its own voice scores lower against it, so the bar for
+    /// "another voice" is lower too.
+    fn judge(&self, mean: &[f32]) -> f32 {
+        let young = if self.speech_ms() < YOUNG_MS {
+            YOUNG_MARGIN
+        } else {
+            0.0
+        };
+        self.similarity(mean) + young
+    }
+
     fn speech_ms(&self) -> u64 {
         self.count as u64 * 100
     }
@@ -189,13 +201,16 @@ impl Speakers {
         };
         match chosen {
             // Less than a second: enough to tell known voices apart, too little to learn from.
-            _ if speech_ms < MIN_EVIDENCE_MS && !self.centroids.is_empty() => {}
+            // (A voice the candidate may open keeps its label through it.)
+            _ if speech_ms < MIN_EVIDENCE_MS && !self.centroids.is_empty() => {
+                if self.candidate.is_some() && self.last == Some(self.centroids.len() as u32 + 1) {
+                    chosen = Some(self.centroids.len());
+                }
+            }
             Some(i) if sims[i] >= threshold => self.centroids[i].learn(voiceprint, speech_ms),
             _ => match self.gather(voiceprint, speech_ms, threshold, policy) {
                 Some(opened) => chosen = Some(opened),
-                None if self.candidate_is_new_voice(policy) => {
-                    chosen = Some(self.centroids.len())
-                }
+                None if self.candidate_is_new_voice(policy) => chosen = Some(self.centroids.len()),
                 None => {}
             },
         }
@@ -241,12 +256,13 @@ impl Speakers {
             return false;
         };
         let mean = candidate.vector();
-        !self.centroids.is_empty()
+        policy.new_voice_below > 0.0
+            && !self.centroids.is_empty()
             && self.centroids.len() < policy.max_speakers.max(1)
             && self
                 .centroids
                 .iter()
-                .all(|c| c.similarity(&mean) < policy.new_voice_below)
+                .all(|c| c.judge(&mean) < policy.new_voice_below)
     }
 
     /// Adds a run to the candidate stretch; once the candidate holds `NEW_SPEAKER_MS`, it
@@ -270,20 +286,7 @@ impl Speakers {
         }
         let candidate = self.candidate.take()?;
         let mean = candidate.vector();
-        // A speaker known from little speech has a noisy voiceprint: its own voice scores
-        // lower against it, so the bar for "another voice" is lower too.
-        let sims: Vec<f32> = self
-            .centroids
-            .iter()
-            .map(|c| {
-                let young = if c.speech_ms() < YOUNG_MS {
-                    YOUNG_MARGIN
-                } else {
-                    0.0
-                };
-                c.similarity(&mean) + young
-            })
-            .collect();
+        let sims: Vec<f32> = self.centroids.iter().map(|c| c.judge(&mean)).collect();
         let best = (0..sims.len()).max_by(|&a, &b| sims[a].total_cmp(&sims[b]));
         match best {
             Some(b)
@@ -408,12 +411,14 @@ mod tests {
         assert_eq!(first.speaker, 2);
         assert!(first.confidence < 0.5);
         assert_eq!(s.inherit().unwrap().speaker, 2);
+        // Under a second is too little to take it back, even nearest a known voice.
+        assert_eq!(s.assign(&a, 500, &policy).speaker, 2);
         assert_eq!(s.assign(&c, 1_000, &policy).speaker, 2);
         assert_eq!(s.centroids.len(), 1);
         assert_eq!(s.assign(&c, 1_000, &policy).speaker, 2);
         assert_eq!(s.centroids.len(), 2);
         // A doubtful run nearer a known voice than `new_voice_below` keeps the closest label.
-        let near = mix(&a, &c, 0.4);
+        let near = mix(&a, &c, 0.35);
         let sims = s.similarities(&near);
         assert!(sims[0] < 0.9 && sims[0] >= 0.8, "{sims:?}");
         assert_eq!(s.assign(&near, 1_000, &policy).speaker, 1);
