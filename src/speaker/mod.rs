@@ -16,6 +16,20 @@ pub trait SpeakerEncoder: Send + Sync {
     fn embed(&self, samples: &[f32]) -> Option<Vec<f32>>;
 }
 
+/// The label of the nearest labelled slot before `i`, else after it, with its confidence
+/// capped at `cap` (it was not computed from slot `i`'s own speech).
+pub fn neighbour_label(labels: &[Option<Label>], i: usize, cap: f32) -> Option<Label> {
+    labels[..i]
+        .iter()
+        .rev()
+        .chain(labels[i + 1..].iter())
+        .find_map(|l| *l)
+        .map(|l| Label {
+            confidence: l.confidence.min(cap),
+            ..l
+        })
+}
+
 /// A stretch of speech's voiceprint (unit length) and how much speech it was computed from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Voiceprint {

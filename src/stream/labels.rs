@@ -5,7 +5,7 @@
 use super::agreement::TimedWord;
 use super::FinalSegment;
 use crate::speaker::relabel::{relabel, RelabelPolicy};
-use crate::speaker::{Label, SpeakerEncoder, Speakers, TrackerPolicy, Voiceprint};
+use crate::speaker::{neighbour_label, Label, SpeakerEncoder, Speakers, TrackerPolicy, Voiceprint};
 
 /// Speech shorter than this is not embedded: it takes the current speaker, with low confidence.
 /// From 0.5 s a voiceprint still finds the right one of known voices 91-99 % of the time (tune
@@ -43,25 +43,23 @@ pub fn label_segments(
             speech_ms: end - start,
         })
     };
-    let prints = on_all_cores(runs.iter().flatten().collect(), embed);
-    // Runs in time order, as the tracker hears them; then the runs too short to embed take
-    // the label of the nearest labelled run in time, else the speaker before this audio.
-    let current = speakers.inherit();
-    let heard: Vec<Option<Label>> = prints
-        .iter()
-        .map(|p| {
-            p.as_ref()
-                .map(|p| speakers.assign(&p.vector, p.speech_ms, policy))
-        })
-        .collect();
-    let spans: Vec<(u64, u64)> = runs.iter().flatten().map(|r| span(r)).collect();
-    let mut labels =
-        (0..heard.len()).map(|i| heard[i].or_else(|| nearest_label(&heard, &spans, i).or(current)));
-    let mut prints = prints.into_iter();
+    let mut prints = on_all_cores(runs.iter().flatten().collect(), embed).into_iter();
     let mut out = Vec::new();
     for runs in runs {
-        let labels: Vec<Option<Label>> = labels.by_ref().take(runs.len()).collect();
         let prints: Vec<Option<Voiceprint>> = prints.by_ref().take(runs.len()).collect();
+        let mut labels: Vec<Option<Label>> = prints
+            .iter()
+            .map(|p| {
+                p.as_ref()
+                    .map(|p| speakers.assign(&p.vector, p.speech_ms, policy))
+            })
+            .collect();
+        // Short runs take the label of their segment's neighbours, else the current speaker.
+        for i in 0..labels.len() {
+            if labels[i].is_none() {
+                labels[i] = neighbour_label(&labels, i, 0.5).or_else(|| speakers.inherit());
+            }
+        }
         // Adjacent runs of one speaker make one segment.
         let mut current: Option<Pending> = None;
         for ((run, label), print) in runs.into_iter().zip(labels).zip(prints) {
@@ -176,32 +174,6 @@ fn on_all_cores<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> V
     })
 }
 
-/// The label of the labelled run nearest in time to run `i` (of this request), with its
-/// confidence capped at 0.5 (it was not computed from run `i`'s own speech). A run with labelled
-/// runs only after it takes theirs only if no possible turn gap lies between: otherwise it may
-/// end the previous speaker's turn, and the caller falls back to the current speaker.
-fn nearest_label(labels: &[Option<Label>], spans: &[(u64, u64)], i: usize) -> Option<Label> {
-    let (start, end) = spans[i];
-    let before = (0..i).rev().find(|&j| labels[j].is_some());
-    let after = (i + 1..labels.len()).find(|&j| labels[j].is_some());
-    let gap_before = before.map(|j| start.saturating_sub(spans[j].1));
-    let gap_after = after.map(|j| spans[j].0.saturating_sub(end));
-    let nearest = match (gap_before, gap_after) {
-        (Some(b), Some(a)) if a < b => after,
-        (Some(_), _) => before,
-        (None, Some(a)) if a < TURN_GAP_MS => after,
-        _ => None,
-    };
-    nearest.and_then(|j| labels[j]).map(|l| Label {
-        confidence: l.confidence.min(0.5),
-        ..l
-    })
-}
-
-fn span(run: &[TimedWord]) -> (u64, u64) {
-    (run[0].start_ms, run[run.len() - 1].end_ms)
-}
-
 fn run_ms(run: &[TimedWord]) -> u64 {
     run[run.len() - 1].end_ms.saturating_sub(run[0].start_ms)
 }
@@ -241,30 +213,6 @@ fn speech_runs(words: Vec<TimedWord>) -> Vec<Vec<TimedWord>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn label(speaker: u32) -> Option<Label> {
-        Some(Label {
-            speaker,
-            confidence: 0.9,
-        })
-    }
-
-    #[test]
-    fn a_run_too_short_to_embed_takes_the_nearest_labelled_run_in_time() {
-        let labels = [label(1), None, label(2), None];
-        let spans = [(0, 2_000), (2_100, 2_400), (3_500, 5_000), (5_100, 5_200)];
-        let nearest = |i| nearest_label(&labels, &spans, i).map(|l| l.speaker);
-        assert_eq!(nearest(1), Some(1));
-        assert_eq!(nearest(3), Some(2));
-        assert_eq!(nearest_label(&labels, &spans, 1).unwrap().confidence, 0.5);
-        // Before the first labelled run: only without a pause that could be a turn change.
-        let labels = [None, label(2)];
-        assert_eq!(
-            nearest_label(&labels, &[(0, 300), (300, 2_000)], 0).map(|l| l.speaker),
-            Some(2)
-        );
-        assert_eq!(nearest_label(&labels, &[(0, 300), (900, 2_000)], 0), None);
-    }
 
     #[test]
     fn work_on_all_cores_comes_back_in_order() {
