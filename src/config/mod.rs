@@ -248,6 +248,7 @@ impl Config {
             hysteresis: number(&get, "PREPIS_SPEAKER_HYSTERESIS", tracker.hysteresis)?,
             max_speakers: number(&get, "PREPIS_MAX_SPEAKERS", tracker.max_speakers)?,
             merge_above: number(&get, "PREPIS_RELABEL_THRESHOLD", tracker.merge_above)?,
+            new_voice_below: number(&get, "PREPIS_SPEAKER_NEW_VOICE", tracker.new_voice_below)?,
             ..tracker
         };
         if !(-1.0..=1.0).contains(&speakers.new_speaker_below)

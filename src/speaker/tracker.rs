@@ -61,6 +61,10 @@ pub struct TrackerPolicy {
     pub min_speakers: usize,
     /// End-of-session relabel: clusters of voiceprints more alike than this are one speaker.
     pub merge_above: f32,
+    /// While the candidate gathers, a run whose candidate's mean is less similar than this
+    /// to every known speaker is labelled with the speaker the candidate would open, not
+    /// with the closest known one (0: never).
+    pub new_voice_below: f32,
 }
 
 impl Default for TrackerPolicy {
@@ -71,6 +75,7 @@ impl Default for TrackerPolicy {
             max_speakers: 8,
             min_speakers: 1,
             merge_above: 0.75,
+            new_voice_below: 0.0,
         }
     }
 }
@@ -81,6 +86,10 @@ impl Default for TrackerPolicy {
 const MIN_EVIDENCE_MS: u64 = 1_000;
 /// Speech a candidate gathers before it is judged a new speaker or a known one.
 pub const NEW_SPEAKER_MS: u64 = 3_000;
+/// Speech a candidate must hold before it is labelled as the speaker it would open: a 2 s
+/// voiceprint tells two voices apart far more often than a 1 s one (equal-error rate 2-4 %
+/// against 7-15 % on the tune half, `speaker-study.md`).
+const PROVISIONAL_MS: u64 = 2_000;
 /// A speaker known from less speech than this is *young*: against its noisy voiceprint a
 /// candidate opens a new speaker only `YOUNG_MARGIN` further below the threshold (tune half:
 /// margins 0 / 0.07 / 0.12 gave live confusion 10.8 / 6.5 / 7.4 %).
@@ -139,6 +148,18 @@ impl Centroid {
         self.count = self.count.saturating_add(weight(speech_ms)).min(MAX_WEIGHT);
     }
 
+    /// A stretch's similarity as judged for opening a speaker: a speaker known from little
+    /// speech has a noisy voiceprint, its own voice scores lower against it, so the bar for
+    /// "another voice" is lower too.
+    fn judge(&self, mean: &[f32]) -> f32 {
+        let young = if self.speech_ms() < YOUNG_MS {
+            YOUNG_MARGIN
+        } else {
+            0.0
+        };
+        self.similarity(mean) + young
+    }
+
     fn speech_ms(&self) -> u64 {
         self.count as u64 * 100
     }
@@ -184,13 +205,18 @@ impl Speakers {
         };
         match chosen {
             // Less than a second: enough to tell known voices apart, too little to learn from.
-            _ if speech_ms < MIN_EVIDENCE_MS && !self.centroids.is_empty() => {}
-            Some(i) if sims[i] >= threshold => self.centroids[i].learn(voiceprint, speech_ms),
-            _ => {
-                if let Some(opened) = self.gather(voiceprint, speech_ms, threshold, policy) {
-                    chosen = Some(opened);
+            // (A voice the candidate may open keeps its label through it.)
+            _ if speech_ms < MIN_EVIDENCE_MS && !self.centroids.is_empty() => {
+                if self.candidate.is_some() && self.last == Some(self.centroids.len() as u32 + 1) {
+                    chosen = Some(self.centroids.len());
                 }
             }
+            Some(i) if sims[i] >= threshold => self.centroids[i].learn(voiceprint, speech_ms),
+            _ => match self.gather(voiceprint, speech_ms, threshold, policy) {
+                Some(opened) => chosen = Some(opened),
+                None if self.candidate_is_new_voice(policy) => chosen = Some(self.centroids.len()),
+                None => {}
+            },
         }
         // Similarities as the run was judged; speakers and candidate as they are after it.
         tracing::debug!(
@@ -212,7 +238,12 @@ impl Speakers {
             .fold(threshold - 0.1, f32::max);
         let speaker = index as u32 + 1;
         self.last = Some(speaker);
-        let confidence = (0.5 + (own - rival) / 0.4).clamp(0.0, 1.0);
+        let confidence = if index < self.centroids.len() {
+            (0.5 + (own - rival) / 0.4).clamp(0.0, 1.0)
+        } else {
+            // The speaker the candidate would open: not yet known.
+            0.3
+        };
         Label {
             speaker,
             confidence: if speech_ms < MIN_EVIDENCE_MS {
@@ -221,6 +252,22 @@ impl Speakers {
                 confidence
             },
         }
+    }
+
+    /// Whether the gathering candidate is, so far, far from every known speaker.
+    fn candidate_is_new_voice(&self, policy: &TrackerPolicy) -> bool {
+        let Some(candidate) = &self.candidate else {
+            return false;
+        };
+        let mean = candidate.vector();
+        policy.new_voice_below > 0.0
+            && candidate.speech_ms() >= PROVISIONAL_MS
+            && !self.centroids.is_empty()
+            && self.centroids.len() < policy.max_speakers.max(1)
+            && self
+                .centroids
+                .iter()
+                .all(|c| c.judge(&mean) < policy.new_voice_below)
     }
 
     /// Adds a run to the candidate stretch; once the candidate holds `NEW_SPEAKER_MS`, it
@@ -244,20 +291,7 @@ impl Speakers {
         }
         let candidate = self.candidate.take()?;
         let mean = candidate.vector();
-        // A speaker known from little speech has a noisy voiceprint: its own voice scores
-        // lower against it, so the bar for "another voice" is lower too.
-        let sims: Vec<f32> = self
-            .centroids
-            .iter()
-            .map(|c| {
-                let young = if c.speech_ms() < YOUNG_MS {
-                    YOUNG_MARGIN
-                } else {
-                    0.0
-                };
-                c.similarity(&mean) + young
-            })
-            .collect();
+        let sims: Vec<f32> = self.centroids.iter().map(|c| c.judge(&mean)).collect();
         let best = (0..sims.len()).max_by(|&a, &b| sims[a].total_cmp(&sims[b]));
         match best {
             Some(b)
@@ -312,6 +346,10 @@ mod tests {
         v
     }
 
+    fn cosine(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+
     fn mix(a: &[f32], b: &[f32], t: f32) -> Vec<f32> {
         let mut v: Vec<f32> = a
             .iter()
@@ -360,6 +398,36 @@ mod tests {
         assert_eq!(s.centroids.len(), 2);
         assert!(s.candidate.is_none());
         assert_eq!(s.assign(&c, 1_000, &policy).speaker, 2);
+    }
+
+    #[test]
+    fn a_far_candidate_is_labelled_as_the_speaker_it_would_open() {
+        let policy = TrackerPolicy {
+            new_speaker_below: 0.9,
+            new_voice_below: 0.8,
+            ..TrackerPolicy::default()
+        };
+        let (a, c) = (unit(1), unit(3));
+        assert!(cosine(&a, &c) < 0.8);
+        let mut s = Speakers::default();
+        s.assign(&a, 3_000, &policy);
+        // Under two seconds of the new voice is too little for its own label.
+        assert_eq!(s.assign(&c, 1_500, &policy).speaker, 1);
+        // From two seconds, the new voice carries the label it will get.
+        let first = s.assign(&c, 1_000, &policy);
+        assert_eq!(first.speaker, 2);
+        assert!(first.confidence < 0.5);
+        assert_eq!(s.inherit().unwrap().speaker, 2);
+        assert_eq!(s.centroids.len(), 1);
+        // Under a second is too little to take it back, even nearest a known voice.
+        assert_eq!(s.assign(&a, 500, &policy).speaker, 2);
+        assert_eq!(s.assign(&c, 1_000, &policy).speaker, 2);
+        assert_eq!(s.centroids.len(), 2);
+        // A doubtful run nearer a known voice than `new_voice_below` keeps the closest label.
+        let near = mix(&a, &c, 0.35);
+        let sims = s.similarities(&near);
+        assert!(sims[0] < 0.9 && sims[0] >= 0.8, "{sims:?}");
+        assert_eq!(s.assign(&near, 1_000, &policy).speaker, 1);
     }
 
     #[test]
