@@ -70,7 +70,7 @@ pub struct Config {
     /// `<model dir>/ge2e.safetensors`; `off` disables speaker labels.
     pub speaker_model: Option<PathBuf>,
     /// The speaker tracker: `PREPIS_SPEAKER_THRESHOLD` (new speaker below this cosine),
-    /// `PREPIS_SPEAKER_HYSTERESIS`, `PREPIS_MAX_SPEAKERS`.
+    /// `PREPIS_SPEAKER_HYSTERESIS`, `PREPIS_MAX_SPEAKERS`, `PREPIS_SPEAKER_NEW_VOICE`.
     pub speakers: crate::speaker::TrackerPolicy,
     /// `PREPIS_CORS_ORIGINS`: origins (comma-separated, or `*`) whose pages may call the
     /// API from a browser when the handler serves it directly; empty: none.

@@ -7,7 +7,7 @@ pub(crate) mod relabel;
 mod tracker;
 
 pub use encoder::Ge2eEncoder;
-pub use tracker::{Label, Speakers, StreamSpeakerOptions, TrackerPolicy};
+pub use tracker::{Label, Speakers, StreamSpeakerOptions, TrackerPolicy, MIN_EVIDENCE_MS};
 
 /// Turns a stretch of 16 kHz mono speech into a unit-length voiceprint of
 /// `encoder::DIM` values (`None`: too little speech to judge). The seam between the stream

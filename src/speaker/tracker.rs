@@ -61,9 +61,9 @@ pub struct TrackerPolicy {
     pub min_speakers: usize,
     /// End-of-session relabel: clusters of voiceprints more alike than this are one speaker.
     pub merge_above: f32,
-    /// While the candidate gathers, a run whose candidate's mean is less similar than this
-    /// to every known speaker is labelled with the speaker the candidate would open, not
-    /// with the closest known one (0: never).
+    /// While the candidate gathers, a run whose candidate holds `PROVISIONAL_MS` with a mean
+    /// less similar than this to every known speaker is labelled with the speaker the
+    /// candidate would open, not with the closest known one (0: never).
     pub new_voice_below: f32,
 }
 

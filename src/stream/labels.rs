@@ -5,7 +5,9 @@
 use super::agreement::TimedWord;
 use super::FinalSegment;
 use crate::speaker::relabel::{relabel, RelabelPolicy};
-use crate::speaker::{neighbour_label, Label, SpeakerEncoder, Speakers, TrackerPolicy, Voiceprint};
+use crate::speaker::{
+    neighbour_label, Label, SpeakerEncoder, Speakers, TrackerPolicy, Voiceprint, MIN_EVIDENCE_MS,
+};
 
 /// Speech shorter than this is not embedded: it takes the current speaker, with low confidence.
 /// From 0.5 s a voiceprint still finds the right one of known voices 91-99 % of the time (tune
@@ -17,8 +19,9 @@ pub const TURN_GAP_MS: u64 = 300;
 pub const RUN_MS: u64 = 2_000;
 
 /// Labels final segments from the audio they were heard in (`audio` starts at stream time
-/// `audio_start_ms`). A segment whose speech runs (words between gaps) belong to different
-/// speakers is split at the change.
+/// `audio_start_ms`; `pending` are the words heard after them, not final yet). A segment
+/// whose speech runs (words between gaps) belong to different speakers is split at the
+/// change.
 pub fn label_segments(
     encoder: &dyn SpeakerEncoder,
     speakers: &mut Speakers,
@@ -26,13 +29,13 @@ pub fn label_segments(
     audio: &[f32],
     audio_start_ms: u64,
     segments: Vec<FinalSegment>,
+    pending: &[TimedWord],
 ) -> Vec<FinalSegment> {
     let runs: Vec<Vec<Vec<TimedWord>>> = segments
         .into_iter()
         .map(|segment| speech_runs(segment.words))
         .collect();
-    let embed = |run: &Vec<TimedWord>| {
-        let (start, end) = (run[0].start_ms, run[run.len() - 1].end_ms);
+    let embed = |start: u64, end: u64| {
         if end.saturating_sub(start) < MIN_EMBED_MS {
             return None;
         }
@@ -43,8 +46,20 @@ pub fn label_segments(
             speech_ms: end - start,
         })
     };
-    let mut prints = on_all_cores(runs.iter().flatten().collect(), embed).into_iter();
+    // Every word of the request in time order, final then pending: what follows a run.
+    let heard: Vec<(u64, u64)> = runs
+        .iter()
+        .flatten()
+        .flatten()
+        .chain(pending)
+        .map(|w| (w.start_ms, w.end_ms))
+        .collect();
+    let mut prints = on_all_cores(runs.iter().flatten().collect(), |run: &Vec<TimedWord>| {
+        embed(run[0].start_ms, run[run.len() - 1].end_ms)
+    })
+    .into_iter();
     let mut out = Vec::new();
+    let mut first_word = 0;
     for runs in runs {
         let prints: Vec<Option<Voiceprint>> = prints.by_ref().take(runs.len()).collect();
         let mut labels: Vec<Option<Label>> = prints
@@ -54,7 +69,23 @@ pub fn label_segments(
                     .map(|p| speakers.assign(&p.vector, p.speech_ms, policy))
             })
             .collect();
-        // Short runs take the label of their segment's neighbours, else the current speaker.
+        // A run under a second (a segment of its own: `speech_runs`) is too short to tell
+        // voices apart alone: it takes the voice of the stretch it opens, itself and the
+        // speech that follows it without a pause, final or pending (a word that opens a turn
+        // is often a segment of its own, the rest of the turn not final yet). With too little
+        // speech for that, a run takes its segment's neighbours' label, else the current
+        // speaker's.
+        for (i, run) in runs.iter().enumerate() {
+            if run_ms(run) < MIN_EVIDENCE_MS {
+                let (start, end) = stretch_from(&heard, first_word);
+                if let Some(label) = embed(start, end)
+                    .and_then(|print| speakers.nearest(&print.vector, policy))
+                {
+                    labels[i] = Some(label);
+                }
+            }
+            first_word += run.len();
+        }
         for i in 0..labels.len() {
             if labels[i].is_none() {
                 labels[i] = neighbour_label(&labels, i, 0.5).or_else(|| speakers.inherit());
@@ -174,6 +205,19 @@ fn on_all_cores<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> V
     })
 }
 
+/// The stretch of speech from word `first` on, through the words that follow it without a
+/// pause that could change the speaker, up to `RUN_MS`: (start, end) in ms.
+fn stretch_from(words: &[(u64, u64)], first: usize) -> (u64, u64) {
+    let (start, mut end) = words[first];
+    for &(word_start, word_end) in &words[first + 1..] {
+        if end.saturating_sub(start) >= RUN_MS || word_start >= end + TURN_GAP_MS {
+            break;
+        }
+        end = end.max(word_end);
+    }
+    (start, end)
+}
+
 fn run_ms(run: &[TimedWord]) -> u64 {
     run[run.len() - 1].end_ms.saturating_sub(run[0].start_ms)
 }
@@ -213,6 +257,71 @@ fn speech_runs(words: Vec<TimedWord>) -> Vec<Vec<TimedWord>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::speaker::encoder::DIM;
+
+    /// Two voices, told apart by loudness: samples of 0.1 are voice 1, of 0.5 voice 2.
+    struct Loudness;
+
+    impl SpeakerEncoder for Loudness {
+        fn embed(&self, samples: &[f32]) -> Option<Vec<f32>> {
+            let loud = samples.iter().filter(|&&x| x > 0.3).count() * 2 > samples.len();
+            let mut v = vec![0.0; DIM];
+            v[usize::from(loud)] = 1.0;
+            Some(v)
+        }
+    }
+
+    fn word(text: &str, start_ms: u64, end_ms: u64) -> TimedWord {
+        TimedWord {
+            text: text.into(),
+            start_ms,
+            end_ms,
+            probability_milli: 900,
+        }
+    }
+
+    fn segment(words: Vec<TimedWord>) -> FinalSegment {
+        FinalSegment {
+            words,
+            speaker: None,
+            voiceprint: None,
+        }
+    }
+
+    #[test]
+    fn a_word_that_opens_a_turn_takes_the_voice_of_the_speech_after_it() {
+        // Voice 1 for 0-4 s, then voice 2 from 4.5 s.
+        let audio: Vec<f32> = (0..8 * 16_000)
+            .map(|i| if i < 4 * 16_000 { 0.1 } else { 0.5 })
+            .collect();
+        let policy = TrackerPolicy::default();
+        let mut speakers = Speakers::default();
+        let encoder = Loudness;
+        // Both voices known.
+        speakers.assign(&encoder.embed(&audio[..60_000]).unwrap(), 5_000, &policy);
+        speakers.assign(&encoder.embed(&audio[100_000..]).unwrap(), 5_000, &policy);
+        assert_eq!(speakers.centroids.len(), 2);
+        let segments = vec![
+            segment(vec![word("one", 500, 1_500), word("two", 1_600, 3_800)]),
+            segment(vec![word("Six.", 4_500, 4_800)]),
+        ];
+        let pending = [word("Message", 4_800, 5_400), word("from", 5_450, 6_500)];
+        let labelled = label_segments(
+            &encoder,
+            &mut speakers.clone(),
+            &policy,
+            &audio,
+            0,
+            segments.clone(),
+            &pending,
+        );
+        let labels: Vec<u32> = labelled.iter().map(|s| s.speaker.unwrap().speaker).collect();
+        assert_eq!(labels, [1, 2]);
+        // With nothing heard after it, the word keeps the current speaker.
+        let labelled = label_segments(&encoder, &mut speakers, &policy, &audio, 0, segments, &[]);
+        let labels: Vec<u32> = labelled.iter().map(|s| s.speaker.unwrap().speaker).collect();
+        assert_eq!(labels, [1, 1]);
+    }
 
     #[test]
     fn work_on_all_cores_comes_back_in_order() {

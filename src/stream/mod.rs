@@ -431,6 +431,7 @@ pub fn process_chunk(
             &window,
             window_start_ms,
             segments,
+            &pending,
         );
         // A whole recording in one request: its final labels at once, as a stream's
         // relabel gives them at its end.
