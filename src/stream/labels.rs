@@ -1,6 +1,7 @@
 //! Speaker labels on final segments: each run of speech between pauses gets a voiceprint
-//! from the speaker encoder, the stream's tracker names its speaker, and a segment whose
-//! runs belong to different speakers is split at the change.
+//! from the speaker encoder (a run under a second, that of the stretch it opens), the
+//! stream's tracker names its speaker, and a segment whose runs belong to different speakers
+//! is split at the change.
 
 use super::agreement::TimedWord;
 use super::FinalSegment;
@@ -9,14 +10,17 @@ use crate::speaker::{
     neighbour_label, Label, SpeakerEncoder, Speakers, TrackerPolicy, Voiceprint, MIN_EVIDENCE_MS,
 };
 
-/// Speech shorter than this is not embedded: it takes the current speaker, with low confidence.
-/// From 0.5 s a voiceprint still finds the right one of known voices 91-99 % of the time (tune
-/// half, `cargo bench --bench speaker -- --study tune`); the tracker only labels with it.
+/// Speech shorter than this is not embedded: it takes its neighbours' or the current speaker,
+/// with low confidence. From 0.5 s a voiceprint still finds the right one of known voices
+/// 91-99 % of the time (tune half, `cargo bench --bench speaker -- --study tune`).
 pub const MIN_EMBED_MS: u64 = 500;
 /// A gap between two words at least this long may separate two speakers.
 pub const TURN_GAP_MS: u64 = 300;
 /// Speech joined into one stretch before it is embedded (when the segment has that much).
 pub const RUN_MS: u64 = 2_000;
+/// The most speech a run under a second is labelled by: one partial of the speaker encoder
+/// (1.6 s), one pass of its network.
+const STRETCH_MS: u64 = 1_600;
 
 /// Labels final segments from the audio they were heard in (`audio` starts at stream time
 /// `audio_start_ms`; `pending` are the words heard after them, not final yet). A segment
@@ -54,38 +58,46 @@ pub fn label_segments(
         .chain(pending)
         .map(|w| (w.start_ms, w.end_ms))
         .collect();
-    let mut prints = on_all_cores(runs.iter().flatten().collect(), |run: &Vec<TimedWord>| {
-        embed(run[0].start_ms, run[run.len() - 1].end_ms)
-    })
-    .into_iter();
-    let mut out = Vec::new();
+    // A run under a second (a segment of its own: `speech_runs`) is too short to tell voices
+    // apart alone: once speakers are known, its voiceprint is that of the stretch it opens,
+    // itself and the speech that follows it without a pause, final or pending (a word that
+    // opens a turn is often a segment of its own, the rest of the turn not final yet), and it
+    // teaches the tracker nothing.
+    let known = !speakers.centroids.is_empty();
     let mut first_word = 0;
+    let spans: Vec<(bool, u64, u64)> = runs
+        .iter()
+        .flatten()
+        .map(|run| {
+            let stretched = known && run_ms(run) < MIN_EVIDENCE_MS;
+            let (start, end) = if stretched {
+                stretch_from(&heard, first_word)
+            } else {
+                (run[0].start_ms, run[run.len() - 1].end_ms)
+            };
+            first_word += run.len();
+            (stretched, start, end)
+        })
+        .collect();
+    let mut stretched = spans.iter().map(|s| s.0).collect::<Vec<_>>().into_iter();
+    let mut prints = on_all_cores(spans, |(_, start, end)| embed(start, end)).into_iter();
+    let mut out = Vec::new();
     for runs in runs {
         let prints: Vec<Option<Voiceprint>> = prints.by_ref().take(runs.len()).collect();
         let mut labels: Vec<Option<Label>> = prints
             .iter()
-            .map(|p| {
-                p.as_ref()
-                    .map(|p| speakers.assign(&p.vector, p.speech_ms, policy))
+            .zip(stretched.by_ref())
+            .map(|(p, stretched)| {
+                let p = p.as_ref()?;
+                if stretched {
+                    speakers.nearest(&p.vector, policy)
+                } else {
+                    Some(speakers.assign(&p.vector, p.speech_ms, policy))
+                }
             })
             .collect();
-        // A run under a second (a segment of its own: `speech_runs`) is too short to tell
-        // voices apart alone: it takes the voice of the stretch it opens, itself and the
-        // speech that follows it without a pause, final or pending (a word that opens a turn
-        // is often a segment of its own, the rest of the turn not final yet). With too little
-        // speech for that, a run takes its segment's neighbours' label, else the current
-        // speaker's.
-        for (i, run) in runs.iter().enumerate() {
-            if run_ms(run) < MIN_EVIDENCE_MS {
-                let (start, end) = stretch_from(&heard, first_word);
-                if let Some(label) = embed(start, end)
-                    .and_then(|print| speakers.nearest(&print.vector, policy))
-                {
-                    labels[i] = Some(label);
-                }
-            }
-            first_word += run.len();
-        }
+        // With too little speech even for that, a run takes its segment's neighbours' label,
+        // else the current speaker's.
         for i in 0..labels.len() {
             if labels[i].is_none() {
                 labels[i] = neighbour_label(&labels, i, 0.5).or_else(|| speakers.inherit());
@@ -206,16 +218,16 @@ fn on_all_cores<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> V
 }
 
 /// The stretch of speech from word `first` on, through the words that follow it without a
-/// pause that could change the speaker, up to `RUN_MS`: (start, end) in ms.
+/// pause that could change the speaker, up to `STRETCH_MS`: (start, end) in ms.
 fn stretch_from(words: &[(u64, u64)], first: usize) -> (u64, u64) {
     let (start, mut end) = words[first];
     for &(word_start, word_end) in &words[first + 1..] {
-        if end.saturating_sub(start) >= RUN_MS || word_start >= end + TURN_GAP_MS {
+        if word_start >= end + TURN_GAP_MS {
             break;
         }
         end = end.max(word_end);
     }
-    (start, end)
+    (start, end.min(start + STRETCH_MS).max(words[first].1))
 }
 
 fn run_ms(run: &[TimedWord]) -> u64 {
@@ -315,11 +327,17 @@ mod tests {
             segments.clone(),
             &pending,
         );
-        let labels: Vec<u32> = labelled.iter().map(|s| s.speaker.unwrap().speaker).collect();
+        let labels: Vec<u32> = labelled
+            .iter()
+            .map(|s| s.speaker.unwrap().speaker)
+            .collect();
         assert_eq!(labels, [1, 2]);
         // With nothing heard after it, the word keeps the current speaker.
         let labelled = label_segments(&encoder, &mut speakers, &policy, &audio, 0, segments, &[]);
-        let labels: Vec<u32> = labelled.iter().map(|s| s.speaker.unwrap().speaker).collect();
+        let labels: Vec<u32> = labelled
+            .iter()
+            .map(|s| s.speaker.unwrap().speaker)
+            .collect();
         assert_eq!(labels, [1, 1]);
     }
 
