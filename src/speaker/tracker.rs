@@ -396,8 +396,10 @@ mod tests {
 
     #[test]
     fn a_new_voice_opens_a_speaker_only_after_enough_speech() {
+        // Without the far-candidate label (next test), to see the candidate alone.
         let policy = TrackerPolicy {
             new_speaker_below: 0.9,
+            new_voice_below: 0.0,
             ..TrackerPolicy::default()
         };
         let (a, c) = (unit(1), unit(3));
