@@ -268,6 +268,7 @@ fn speech_runs(words: Vec<TimedWord>) -> Vec<Vec<TimedWord>> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::word;
     use super::*;
     use crate::speaker::encoder::DIM;
 
@@ -280,15 +281,6 @@ mod tests {
             let mut v = vec![0.0; DIM];
             v[usize::from(loud)] = 1.0;
             Some(v)
-        }
-    }
-
-    fn word(text: &str, start_ms: u64, end_ms: u64) -> TimedWord {
-        TimedWord {
-            text: text.into(),
-            start_ms,
-            end_ms,
-            probability_milli: 900,
         }
     }
 

@@ -542,7 +542,7 @@ fn last_chars_on_word_boundary(text: &str, max: usize) -> String {
 mod tests {
     use super::*;
 
-    fn word(text: &str, start_ms: u64, end_ms: u64) -> TimedWord {
+    pub(super) fn word(text: &str, start_ms: u64, end_ms: u64) -> TimedWord {
         TimedWord {
             text: text.into(),
             start_ms,
