@@ -49,6 +49,21 @@ def normalise(text):
     return [NUMBERS.get(w, SPELLED.get(w, w)) for w in words]
 
 
+ENGLISH = None
+
+
+def scored(text):
+    """The words a WER counts: Whisper's English normaliser first (numbers as digits, "fifty"
+    and "50" alike, American spellings, fillers dropped, as Whisper's own evaluation and the
+    Open ASR leaderboard count words), then `normalise` (so "5" and "five" meet too)."""
+    from whisper_normalizer.english import EnglishTextNormalizer  # the bench venv has it
+    global ENGLISH
+    if ENGLISH is None:
+        ENGLISH = EnglishTextNormalizer()
+    return normalise(ENGLISH(text))
+
+
+
 def wer(refs, hyps):
     errors = total = 0
     for ref, hyp in zip(refs, hyps):

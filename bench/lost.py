@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import EVAL, align, build, scores  # noqa: E402
-from compare import HANDLER, Handler, normalise, pct, wav_bytes  # noqa: E402
+from compare import HANDLER, Handler, normalise, pct, scored, wav_bytes  # noqa: E402
 
 TIMED = re.compile(r"(\S+)@(\d+)-(\d+)")
 
@@ -86,7 +86,7 @@ def diagnose(handler, name, path, rate, pcm, reference):
     seconds = len(pcm) / 2 / rate
     lags = [max(0.0, min((i + 1) * 2.0, seconds) - w["end"])
             for i, r in enumerate(replies) for s in r["results"] for w in s["words"]]
-    summary = {"words": len(normalise(reference)), "wer": vs_ref["wer"], "lost": vs_ref["lost"],
+    summary = {"words": len(scored(reference)), "wer": vs_ref["wer"], "lost": vs_ref["lost"],
                "lags": lags}
     print(f"{name}: against the reference WER {100 * vs_ref['wer']:.1f} %, lost "
           f"{100 * vs_ref['lost']:.2f} %, dup {100 * vs_ref['dup']:.2f} %, lag p50 "

@@ -6,9 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cache="${PREPIS_CACHE:-$HOME/.cache/prepis}"
 venv="$cache/bench-venv"
-if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c "import faster_whisper" 2>/dev/null; then
+if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c "import faster_whisper, whisper_normalizer" 2>/dev/null; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet faster-whisper==1.2.1
+  "$venv/bin/pip" install --quiet faster-whisper==1.2.1 whisper-normalizer==0.1.15
 fi
 missing=()
 for p in pocketsphinx-testdata asterisk-core-sounds-{en,fr,it,ru} asterisk-core-sounds-{en,fr,it,ru}-wav \

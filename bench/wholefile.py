@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import EVAL, build, faster_whisper, loops, scores  # noqa: E402
-from compare import Handler, normalise, report, wav_bytes  # noqa: E402
+from compare import Handler, report, scored, wav_bytes  # noqa: E402
 
 CORES = os.cpu_count() or 1
 
@@ -86,7 +86,7 @@ def main(halves):
         off, off_s = whole(handler, rate, pcm, False)
         seconds = len(pcm) / 2 / rate
         rows.append({
-            "name": name, "seconds": seconds, "words": len(normalise(reference)),
+            "name": name, "seconds": seconds, "words": len(scored(reference)),
             "on_s": on_s, "off_s": off_s, "fw_s": fw_s,
             "wer": scores(reference, on["text"])["wer"], "fw_wer": scores(reference, fw_text)["wer"],
             "loops": loops(on["results"], reference), "speakers": len({s.get("speaker") for s in on["results"]})})
