@@ -315,6 +315,9 @@ def run(halves):
             headers={"Content-Type": "audio/wav"})
         whole = json.load(__import__("urllib.request").request.urlopen(request, timeout=600))
         offline = whole["text"]
+        if not scored(offline):
+            # Real speech answered with no words is a broken handler, not a score of 100 %.
+            raise SystemExit(f"{name}: the whole file came back with no words: {whole.get('warnings')}")
         vs_ref, vs_off = scores(reference, streamed), scores(offline, streamed)
         off, fw = scores(reference, offline), scores(reference, fw_text)
         rows[name.split("/")[0]].append({

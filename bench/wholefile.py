@@ -85,6 +85,8 @@ def main(halves):
         on, on_s = whole(handler, rate, pcm, True)
         off, off_s = whole(handler, rate, pcm, False)
         seconds = len(pcm) / 2 / rate
+        if not scored(on["text"]) or not scored(off["text"]):
+            raise SystemExit(f"{name}: the whole file came back with no words")
         rows.append({
             "name": name, "seconds": seconds, "words": len(scored(reference)),
             "on_s": on_s, "off_s": off_s, "fw_s": fw_s,
