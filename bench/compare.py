@@ -17,6 +17,7 @@ Speech: Debian pocketsphinx-testdata and asterisk-core-sounds-en-wav.
 import concurrent.futures
 import io
 import json
+import functools
 import os
 import re
 import resource
@@ -49,19 +50,18 @@ def normalise(text):
     return [NUMBERS.get(w, SPELLED.get(w, w)) for w in words]
 
 
-ENGLISH = None
+@functools.cache
+def english():
+    """Whisper's English normaliser (the bench venv has `whisper-normalizer`)."""
+    from whisper_normalizer.english import EnglishTextNormalizer
+    return EnglishTextNormalizer()
 
 
 def scored(text):
     """The words a WER counts: Whisper's English normaliser first (numbers as digits, "fifty"
     and "50" alike, American spellings, fillers dropped, as Whisper's own evaluation and the
     Open ASR leaderboard count words), then `normalise` (so "5" and "five" meet too)."""
-    from whisper_normalizer.english import EnglishTextNormalizer  # the bench venv has it
-    global ENGLISH
-    if ENGLISH is None:
-        ENGLISH = EnglishTextNormalizer()
-    return normalise(ENGLISH(text))
-
+    return normalise(english()(text))
 
 
 def wer(refs, hyps):
