@@ -15,9 +15,9 @@ Speech: Debian pocketsphinx-testdata and asterisk-core-sounds-en-wav.
 """
 
 import concurrent.futures
+import functools
 import io
 import json
-import functools
 import os
 import re
 import resource
