@@ -29,6 +29,10 @@ enum Fault {
     /// stretched to it, and every word ends a sentence (a cut point): a cut just before a
     /// start lands inside the word.
     LateStarts,
+    /// In a window that ends in a pause, DTW crams the last three words into one instant,
+    /// the start of the last of them, and stretches the word before over them (whisper.cpp's
+    /// habit at a phrase's end).
+    CrammedEnd,
 }
 
 /// An engine that "hears" the script's words lying inside the window it is given.
@@ -101,6 +105,18 @@ impl Transcriber for ScriptedEngine {
                     if m > 0 {
                         words[m].start = (words[m].start + 0.25).min(words[m].end);
                         words[m - 1].end = words[m].start;
+                    }
+                }
+            }
+            Some(Fault::CrammedEnd) => {
+                let pause = words.last().is_some_and(|w| secs(end) - w.end > 0.6);
+                if let Some(first) = words.len().checked_sub(3).filter(|_| pause) {
+                    let at = words[words.len() - 1].start;
+                    for word in &mut words[first..] {
+                        word.start = at;
+                    }
+                    if first > 0 {
+                        words[first - 1].end = at;
                     }
                 }
             }
@@ -308,6 +324,10 @@ fn bad_passes_lose_no_word() {
         (
             "passes that put every word's start late",
             (0..200).map(|call| (call, Fault::LateStarts)).collect(),
+        ),
+        (
+            "passes that cram their last words into one instant",
+            (0..200).map(|call| (call, Fault::CrammedEnd)).collect(),
         ),
     ];
     for (what, faults) in cases {
