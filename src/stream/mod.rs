@@ -319,8 +319,9 @@ pub fn process_chunk(
     if options.last {
         cut = window_end_ms;
     } else {
-        if n == hypothesis.len() && (endpoint || !new_speech) {
+        if n == hypothesis.len() && !cut_short && (endpoint || !new_speech) {
             // Nothing pending: keep only a short lead-in in case speech starts at the chunk's end.
+            // (Words cut off the pass are pending in all but name: their audio stays below.)
             cut = cut.max(window_end_ms.saturating_sub(300));
         } else if n > 0
             && (dtw_lost_its_way(&hypothesis, n, cut_short)
