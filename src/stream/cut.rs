@@ -16,15 +16,19 @@ pub(super) fn plausible_prefix(words: &[TimedWord]) -> usize {
         .unwrap_or(words.len())
 }
 
-/// Whether DTW's times after the commit boundary (committed word `n - 1`) are
-/// untrustworthy: words after it were cut off the pass (`cut_short`), or the next two
-/// words start in the same instant. (A last word stretched over the pause after it is
-/// DTW's habit at a phrase end, where a cut is safe: no sign.)
+/// Whether DTW's times at the commit boundary (after committed word `n - 1`) are
+/// untrustworthy: words after it were cut off the pass (`cut_short`), or two words on
+/// either side of it start in the same instant (the next start is then late too). (A last
+/// word stretched over the pause after it is DTW's habit at a phrase end, where a cut is
+/// safe: no sign.)
 pub(super) fn dtw_lost_its_way(hypothesis: &[TimedWord], n: usize, cut_short: bool) -> bool {
-    let crammed = hypothesis
-        .get(n..n + 2)
-        .is_some_and(|next| next[1].start_ms.saturating_sub(next[0].start_ms) < SAME_INSTANT_MS);
-    cut_short || crammed
+    let one_instant = |pair: &[TimedWord]| {
+        pair.len() == 2 && pair[1].start_ms.saturating_sub(pair[0].start_ms) < SAME_INSTANT_MS
+    };
+    let before = n.checked_sub(2).and_then(|from| hypothesis.get(from..n));
+    cut_short
+        || hypothesis.get(n..n + 2).is_some_and(one_instant)
+        || before.is_some_and(one_instant)
 }
 
 /// Word starts closer than this are one instant to DTW: no one says two words in it.
@@ -120,4 +124,31 @@ pub(super) fn quietest_point(
         .step_by(10)
         .min_by(|a, b| energy(*a).total_cmp(&energy(*b)))
         .unwrap_or(last_end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::word;
+    use super::*;
+
+    #[test]
+    fn dtw_is_lost_where_two_words_share_an_instant_on_either_side_of_the_cut() {
+        // "followed by the pound | key": "the pound" at one instant, so "key" starts late.
+        let crammed_before = [
+            word("by", 0, 300),
+            word("the", 300, 300),
+            word("pound", 310, 1200),
+            word("key", 1200, 1600),
+        ];
+        assert!(dtw_lost_its_way(&crammed_before, 3, false));
+        let crammed_after = [
+            word("by", 0, 300),
+            word("the", 300, 600),
+            word("pound", 600, 600),
+            word("key", 610, 900),
+        ];
+        assert!(dtw_lost_its_way(&crammed_after, 2, false));
+        assert!(!dtw_lost_its_way(&crammed_after, 1, false));
+        assert!(dtw_lost_its_way(&crammed_after, 1, true));
+    }
 }
