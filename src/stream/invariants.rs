@@ -29,9 +29,9 @@ enum Fault {
     /// stretched to it, and every word ends a sentence (a cut point): a cut just before a
     /// start lands inside the word.
     LateStarts,
-    /// In a window that ends in a pause (an endpoint), DTW crams the last three words into one instant,
-    /// the start of the last of them, and stretches the word before over them (whisper.cpp's
-    /// habit at a phrase's end).
+    /// In a window that holds a phrase's end, DTW crams the phrase's last three words into
+    /// one instant, the start of the last of them, and stretches the word before over them
+    /// (whisper.cpp's habit at a phrase's end).
     CrammedEnd,
 }
 
@@ -109,19 +109,17 @@ impl Transcriber for ScriptedEngine {
                 }
             }
             Some(Fault::CrammedEnd) => {
-                // The window holds a phrase's end: the script's next word is 1 s later.
-                let heard = words.len();
-                let pause = heard > 0
-                    && self
-                        .words
-                        .iter()
-                        .skip_while(|(name, ..)| *name != words[heard - 1].word)
-                        .map(|(_, s, _)| *s)
-                        .collect::<Vec<_>>()
-                        .windows(2)
-                        .next()
-                        .is_none_or(|next| next[1] > next[0] + 1_300);
-                if let Some(first) = heard.checked_sub(3).filter(|_| pause) {
+                // The window holds a phrase's end: the script's next word starts over 1.3 s
+                // after its last heard word does.
+                let phrase_end = words.last().is_some_and(|last| {
+                    let i = self.words.iter().position(|(name, ..)| *name == last.word);
+                    i.is_some_and(|i| {
+                        self.words
+                            .get(i + 1)
+                            .is_none_or(|(_, next, _)| *next > self.words[i].1 + 1_300)
+                    })
+                });
+                if let Some(first) = words.len().checked_sub(3).filter(|_| phrase_end) {
                     let at = words[words.len() - 1].start;
                     for word in &mut words[first..] {
                         word.start = at;
